@@ -1,0 +1,1 @@
+"""Endpoints for member institutions; every one requires a signed request (api/signing.py)."""

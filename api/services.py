@@ -1,0 +1,52 @@
+"""What the views need from the domain, built once per app and kept in ``app.extensions``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.intake import Intake
+from registry.policy import Policy
+from registry.secrets import KeyMaterial
+from registry.settings import Settings
+
+EXTENSION = "registry"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    material: KeyMaterial
+    policy: Policy
+    intake: Intake
+    clock: Callable[[], dt.datetime] = utc_now
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions[EXTENSION]
+    return svc
+
+
+def db() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db" not in g:
+        g.db = services().sessions()
+    session: Session = g.db
+    return session
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session: Session | None = g.pop("db", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,192 @@
+"""The operator's ``registry`` command: set up, migrate, admit members, manage their keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from sqlalchemy.orm import Session
+
+from registry import members
+from registry.db import make_engine, make_session_factory, upgrade_to_head
+from registry.errors import RegistryError, SetupError
+from registry.secrets import init_instance
+from registry.settings import Settings
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    """Parse an ISO 8601 instant; a value without a zone is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("expected an ISO 8601 date-time such as 2026-12-01T00:00:00Z")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@contextmanager
+def _session(ctx: click.Context) -> Iterator[Session]:
+    settings: Settings = ctx.obj
+    engine = make_engine(settings)
+    session = make_session_factory(engine)()
+    try:
+        yield session
+        session.commit()
+    except RegistryError as exc:
+        session.rollback()
+        raise click.ClickException(f"{exc.detail} [{exc.code}]") from None
+    finally:
+        session.close()
+        engine.dispose()
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Operate the shared delinquency registry (settings from REGISTRY_* variables)."""
+    ctx.obj = Settings.from_env()
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the instance folder and any missing secret (never overwrites one)."""
+    created = init_instance(ctx.obj)
+    for path in created:
+        click.echo(f"created {path} (mode 0600)")
+    if not created:
+        click.echo("instance already initialised; nothing created")
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Upgrade the database schema to the current head."""
+    settings: Settings = ctx.obj
+    if settings.is_sqlite:
+        settings.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings)
+    try:
+        upgrade_to_head(engine)
+    finally:
+        engine.dispose()
+    click.echo("database at head")
+
+
+@cli.group("members")
+def members_group() -> None:
+    """Admit, list and suspend member institutions."""
+
+
+@members_group.command("add")
+@click.argument("code")
+@click.option("--name", required=True, help="the institution's legal name")
+@click.pass_context
+def members_add(ctx: click.Context, code: str, name: str) -> None:
+    """Admit a member under CODE (2-32 characters of A-Z 0-9 _ -)."""
+    with _session(ctx) as session:
+        member = members.admit(session, code, name, _now())
+        click.echo(f"admitted {member.code}")
+
+
+@members_group.command("list")
+@click.pass_context
+def members_list(ctx: click.Context) -> None:
+    """Every member, its status and its count of reports refused for breaking a cap."""
+    with _session(ctx) as session:
+        click.echo(f"{'CODE':<16} {'STATUS':<10} {'CAP VIOLATIONS':>14}  NAME")
+        for member, violations in members.list_members(session):
+            click.echo(f"{member.code:<16} {member.status:<10} {violations:>14}  {member.name}")
+
+
+@members_group.command("suspend")
+@click.argument("code")
+@click.pass_context
+def members_suspend(ctx: click.Context, code: str) -> None:
+    """Suspend a member: its requests are refused until it is reinstated."""
+    with _session(ctx) as session:
+        members.suspend(session, code, _now())
+        click.echo(f"suspended {code}")
+
+
+@members_group.command("reinstate")
+@click.argument("code")
+@click.pass_context
+def members_reinstate(ctx: click.Context, code: str) -> None:
+    """Lift a suspension."""
+    with _session(ctx) as session:
+        members.reinstate(session, code)
+        click.echo(f"reinstated {code}")
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Register, list and revoke members' Ed25519 keys."""
+
+
+@keys_group.command("add")
+@click.argument("code")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--not-before", help="start of validity (ISO 8601; default now)")
+@click.option("--not-after", help="end of validity (ISO 8601; default none)")
+@click.pass_context
+def keys_add(
+    ctx: click.Context, code: str, public_key: Path, not_before: str | None, not_after: str | None
+) -> None:
+    """Register PUBLIC_KEY (PEM) for member CODE and print its key id."""
+    with _session(ctx) as session:
+        key = members.add_key(
+            session,
+            code,
+            public_key.read_bytes(),
+            _now(),
+            not_before=_when(not_before),
+            not_after=_when(not_after),
+        )
+        click.echo(key.keyid)
+
+
+@keys_group.command("list")
+@click.argument("code", required=False)
+@click.pass_context
+def keys_list(ctx: click.Context, code: str | None) -> None:
+    """Keys of every member, or of CODE, with their state now."""
+    now = _now()
+    with _session(ctx) as session:
+        click.echo(f"{'KEYID':<34} {'MEMBER':<12} {'STATE':<14} NOT_BEFORE / NOT_AFTER / REVOKED")
+        for key in members.list_keys(session, code):
+            window = " / ".join(
+                t.isoformat(timespec="seconds") if t else "-"
+                for t in (key.not_before, key.not_after, key.revoked_at)
+            )
+            click.echo(
+                f"{key.keyid:<34} {key.institution.code:<12} {key.state_at(now):<14} {window}"
+            )
+
+
+@keys_group.command("revoke")
+@click.argument("keyid")
+@click.option("--at", "at", help="revocation instant (ISO 8601; default now)")
+@click.pass_context
+def keys_revoke(ctx: click.Context, keyid: str, at: str | None) -> None:
+    """Revoke KEYID; anything it signs from then on is refused."""
+    with _session(ctx) as session:
+        key = members.revoke_key(session, keyid, _now(), at=_when(at))
+        click.echo(f"revoked {key.keyid} from {key.revoked_at}")
+
+
+def main() -> None:
+    try:
+        cli()
+    except SetupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,88 @@
+"""Engines, sessions and the migration head check, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.errors import SchemaNotAtHead
+from registry.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(settings: Settings) -> Engine:
+    """Create the engine; on SQLite, set the pragmas the privacy and durability promises need."""
+    if settings.is_sqlite:
+        engine = create_engine(
+            settings.database_url, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        _configure_sqlite(engine, settings.sqlite_synchronous)
+        return engine
+    return create_engine(settings.database_url, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # NOTE: pysqlite's own transaction handling defers BEGIN and cannot take the write lock
+        # up front; we issue BEGIN IMMEDIATE ourselves so concurrent writers queue on the busy
+        # timeout instead of failing mid-transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # NOTE: freed pages are zeroed so that cleared personal data does not linger in the file.
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Run every pending migration; safe to repeat."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to serve a database whose schema is behind (or ahead of) the code."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaNotAtHead(
+            f"database schema is at {current or 'no revision'} but the code expects {head}; "
+            "run `registry migrate` (or `make run`, which migrates) and start again"
+        )

@@ -1,0 +1,361 @@
+"""Report intake: verify -> validate -> apply -> receipt, all or nothing.
+
+Order matters. The envelope signature is checked over the exact bytes received before anything
+is parsed; the idempotency look-up comes before full validation (a resent envelope gets its
+original receipt even if the policy changed since); nothing is written until every check passed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crypto import dsse, strictjson
+from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
+from registry import payload as p
+from registry import receipts
+from registry.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    MalformedReport,
+    PolicyViolation,
+    ValidationFailed,
+)
+from registry.models import (
+    Borrower,
+    ComplianceViolation,
+    Delinquency,
+    Institution,
+    MemberKey,
+    Report,
+)
+from registry.policy import INTEREST_CAP, PENALTY_CAP, Policy
+from registry.secrets import KeyMaterial
+from registry.vault import Vault
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    report_id: str
+    receipt: bytes
+    created: bool
+
+
+class Intake:
+    """Accepts one signed report from an authenticated member."""
+
+    def __init__(self, material: KeyMaterial, policy: Policy) -> None:
+        self._material = material
+        self._policy = policy
+        self._vault = Vault(material.keyring)
+
+    def submit(
+        self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
+    ) -> IntakeResult:
+        """Accept ``raw`` (a DSSE envelope) and commit, or raise and leave nothing behind.
+
+        A unique-key race with a concurrent submission of the same report or account is
+        retried from the start, where it resolves into a receipt or a clear conflict.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                result = self._submit(session, caller, raw, now)
+                session.commit()
+                return result
+            except IntegrityError:
+                session.rollback()
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+            except BaseException:
+                session.rollback()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _submit(
+        self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
+    ) -> IntakeResult:
+        envelope = self._verify(session, caller, raw, now)
+        document = _decode_payload(envelope.payload)
+        report_id = p.peek_report_id(document)
+        digest = hashlib.sha256(raw).hexdigest()
+        existing = session.scalar(
+            select(Report).where(
+                Report.institution_id == caller.id, Report.report_id == report_id
+            )
+        )
+        if existing is not None:
+            if existing.envelope_sha256 == digest:
+                return IntakeResult(report_id, existing.receipt, created=False)
+            raise Conflict(
+                "this report id was already accepted with different bytes; "
+                "a report id is never reused",
+                code="report_id_conflict",
+                extra={"report_id": report_id},
+            )
+        report = p.parse_report(document, policy=self._policy, today=now.date())
+        if report.institution != caller.code:
+            raise Forbidden(
+                "the payload's institution is not the calling member",
+                code="institution_mismatch",
+                errors=[FieldError("institution", "is_caller", "must be the calling member")],
+            )
+        self._check_caps(session, caller, report, now)
+        delinquency, key = self._apply(session, caller, report, now)
+        return self._record(session, caller, delinquency, key, report, raw, digest, now)
+
+    def _verify(
+        self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
+    ) -> dsse.Envelope:
+        try:
+            envelope = dsse.parse_envelope(raw)
+        except MalformedEnvelope as exc:
+            raise MalformedReport(
+                "the body is not a valid DSSE envelope",
+                code="envelope_malformed",
+                errors=[FieldError("envelope", "dsse_v1", str(exc))],
+            ) from None
+        if envelope.payload_type != p.PAYLOAD_TYPE:
+            raise MalformedReport(
+                f"payloadType must be {p.PAYLOAD_TYPE}",
+                code="payload_type_unsupported",
+                errors=[FieldError("payloadType", "supported_type", f"must be {p.PAYLOAD_TYPE}")],
+            )
+        keyids = {s.keyid for s in envelope.signatures}
+        keys = list(session.scalars(select(MemberKey).where(MemberKey.keyid.in_(keyids))))
+        own = [k for k in keys if k.institution_id == caller.id]
+        if not own:
+            if keys:
+                raise Forbidden(
+                    "the envelope is signed by another member's key",
+                    code="envelope_signer_not_caller",
+                )
+            raise ValidationFailed(
+                "no signature on the envelope is by a registered key",
+                code="envelope_unknown_key",
+                errors=[FieldError("signatures", "registered_key", "keyid must be registered")],
+            )
+        usable = {k.keyid: k.public_key for k in own if k.state_at(now) == "valid"}
+        if not usable:
+            state = own[0].state_at(now)
+            raise ValidationFailed(
+                f"the envelope's signing key is {state.replace('_', ' ')}",
+                code=f"envelope_key_{state}",
+                errors=[FieldError("signatures", "key_valid", f"signing key is {state}")],
+            )
+        try:
+            dsse.verify_envelope(envelope, usable)
+        except SignatureInvalid:
+            raise ValidationFailed(
+                "the envelope signature does not verify over the payload",
+                code="envelope_signature_invalid",
+                errors=[FieldError("signatures", "ed25519_pae", "signature does not verify")],
+            ) from None
+        return envelope
+
+    def _check_caps(
+        self, session: Session, caller: Institution, report: p.ReportPayload, now: dt.datetime
+    ) -> None:
+        errors = []
+        penalty_limit = self._policy.penalty_limit(report.overdue_principal)
+        if report.penalty > penalty_limit:
+            errors.append(
+                FieldError(
+                    "penalty", PENALTY_CAP.code, self._policy.describe(PENALTY_CAP, penalty_limit)
+                )
+            )
+        interest_limit = self._policy.interest_limit(
+            report.overdue_principal, report.days_past_due
+        )
+        if report.overdue_interest > interest_limit:
+            errors.append(
+                FieldError(
+                    "overdue_interest",
+                    INTEREST_CAP.code,
+                    self._policy.describe(INTEREST_CAP, interest_limit),
+                )
+            )
+        if not errors:
+            return
+        # NOTE: the refusal itself is recorded and committed (no report data, just the rule) so
+        # the operator can see which members overcharge; nothing of the report is kept.
+        for error in errors:
+            session.add(ComplianceViolation(institution_id=caller.id, rule=error.rule, occurred_at=now))
+        session.commit()
+        raise PolicyViolation(
+            "the report claims more than the charging caps allow",
+            code="charging_cap_exceeded",
+            errors=errors,
+        )
+
+    def _apply(
+        self, session: Session, caller: Institution, report: p.ReportPayload, now: dt.datetime
+    ) -> tuple[Delinquency, bytes]:
+        """Open or update the account's record; returns it with its plaintext data key."""
+        index = self._material.blind_index
+        account_index = index.digest("account_ref", f"{caller.code}\x00{report.account_ref}")
+        current = session.scalar(
+            select(Delinquency)
+            .where(
+                Delinquency.institution_id == caller.id,
+                Delinquency.account_index == account_index,
+            )
+            .with_for_update()
+        )
+        if current is not None and report.sequence <= current.sequence:
+            raise Conflict(
+                f"sequence {report.sequence} is not after the account's current sequence",
+                code="sequence_stale",
+                extra={"current_sequence": current.sequence},
+            )
+        if report.kind is p.Kind.OPEN:
+            if current is not None:
+                raise Conflict(
+                    "the account already has an open record; send an update",
+                    code="account_already_open",
+                    extra={"current_sequence": current.sequence},
+                )
+            return self._open(session, caller, report, account_index, now)
+        if current is None:
+            raise Conflict(
+                "the account has no open record; send an open report first",
+                code="account_not_open",
+            )
+        id_index = index.digest("national_id", report.borrower.national_id)
+        if current.borrower.id_index != id_index:
+            raise ValidationFailed(
+                "an update cannot move an account to another borrower",
+                errors=[
+                    FieldError(
+                        "borrower.national_id",
+                        "matches_account",
+                        "must be the borrower the account was opened for",
+                    )
+                ],
+            )
+        key = self._vault.open_key(current.data_key)
+        self._write_state(current, report, key, now)
+        return current, key
+
+    def _open(
+        self,
+        session: Session,
+        caller: Institution,
+        report: p.ReportPayload,
+        account_index: bytes,
+        now: dt.datetime,
+    ) -> tuple[Delinquency, bytes]:
+        borrower = self._borrower(session, report.borrower.national_id, now)
+        data_key, key = self._vault.new_key(session, now)
+        ref = secrets.token_hex(16)
+        seal = self._vault.seal
+        record = Delinquency(
+            ref=ref,
+            institution_id=caller.id,
+            account_index=account_index,
+            borrower=borrower,
+            data_key=data_key,
+            account_ref_ct=seal(key, "delinquencies", "account_ref", ref, report.account_ref.encode()),
+            opened_at=now,
+        )
+        self._write_state(record, report, key, now)
+        session.add(record)
+        return record, key
+
+    def _write_state(
+        self, record: Delinquency, report: p.ReportPayload, key: bytes, now: dt.datetime
+    ) -> None:
+        seal, ref, who = self._vault.seal, record.ref, report.borrower
+        record.name_ct = seal(key, "delinquencies", "name", ref, who.name.encode())
+        record.phone_ct = seal(key, "delinquencies", "phone", ref, who.phone.encode())
+        record.address_ct = (
+            seal(key, "delinquencies", "address", ref, who.address.encode())
+            if who.address is not None
+            else None
+        )
+        record.product = report.product.value
+        record.currency = report.currency
+        record.overdue_principal = report.overdue_principal
+        record.overdue_interest = report.overdue_interest
+        record.penalty = report.penalty
+        record.days_past_due = report.days_past_due
+        record.first_delinquency_date = report.first_delinquency_date
+        record.as_of_date = report.as_of_date
+        record.contact_status = report.contact.status.value
+        record.lost_contact_since = report.contact.since
+        record.channels_tried = ",".join(c.value for c in report.contact.channels_tried)
+        record.collection_stage = report.collection_stage.value
+        record.sequence = report.sequence
+        record.updated_at = now
+
+    def _borrower(self, session: Session, national_id: str, now: dt.datetime) -> Borrower:
+        id_index = self._material.blind_index.digest("national_id", national_id)
+        found = session.scalar(select(Borrower).where(Borrower.id_index == id_index))
+        if found is not None:
+            return found
+        data_key, key = self._vault.new_key(session, now)
+        ref = secrets.token_hex(16)
+        borrower = Borrower(
+            ref=ref,
+            id_index=id_index,
+            data_key=data_key,
+            national_id_ct=self._vault.seal(
+                key, "borrowers", "national_id", ref, national_id.encode()
+            ),
+            created_at=now,
+        )
+        session.add(borrower)
+        return borrower
+
+    def _record(
+        self,
+        session: Session,
+        caller: Institution,
+        record: Delinquency,
+        key: bytes,
+        report: p.ReportPayload,
+        raw: bytes,
+        digest: str,
+        now: dt.datetime,
+    ) -> IntakeResult:
+        row = Report(
+            institution_id=caller.id,
+            report_id=report.report_id,
+            delinquency=record,
+            sequence=report.sequence,
+            kind=report.kind.value,
+            envelope_sha256=digest,
+            envelope_ct=self._vault.seal(
+                key, "reports", "envelope", f"{record.ref}/{report.report_id}", raw
+            ),
+            receipt=b"",
+            accepted_at=now,
+        )
+        session.add(row)
+        session.flush()
+        row.receipt = receipts.sign_receipt(
+            self._material,
+            receipts.receipt_payload(report=row, institution=caller, accepted_at=now),
+        )
+        session.flush()
+        return IntakeResult(report.report_id, row.receipt, created=True)
+
+
+def _decode_payload(payload: bytes) -> Any:
+    try:
+        return strictjson.loads_strict(payload)
+    except StrictJSONError as exc:
+        raise MalformedReport(
+            "the envelope payload is not acceptable JSON",
+            code="payload_malformed",
+            errors=[FieldError("payload", exc.rule, exc.detail)],
+        ) from None

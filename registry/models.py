@@ -1,0 +1,251 @@
+"""The registry's rows, named after the domain (SQLAlchemy 2.0 typed ORM).
+
+Personal data is never stored in the clear: columns ending in ``_ct`` hold AES-GCM ciphertext
+under the row's own data key (``DataKey``), and look-ups go through blind indexes (``*_index``).
+Destroying a ``DataKey`` makes every ciphertext under it unrecoverable (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+
+class Money(TypeDecorator[Decimal]):
+    """Money as an exact integer count of cents: no engine ever sees a float."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        cents = value * 100
+        if cents != cents.to_integral_value():
+            raise ValueError("money has at most two decimal places")
+        return int(cents)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return (Decimal(value) / 100).quantize(Decimal("0.01"))
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timestamps are UTC and timezone-aware on the way out, whatever the engine stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class MemberStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Institution(Base):
+    """A member: a bank, card issuer or online lender admitted by the operator."""
+
+    __tablename__ = "institutions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=MemberStatus.ACTIVE.value)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    suspended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    keys: Mapped[list[MemberKey]] = relationship(back_populates="institution")
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == MemberStatus.ACTIVE.value
+
+
+class MemberKey(Base):
+    """An Ed25519 public key of a member, valid in ``[not_before, not_after)`` until revoked."""
+
+    __tablename__ = "member_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    keyid: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    institution: Mapped[Institution] = relationship(back_populates="keys")
+
+    def state_at(self, when: dt.datetime) -> str:
+        """``valid``, ``not_yet_valid``, ``expired`` or ``revoked`` at the given instant."""
+        if self.revoked_at is not None and when >= self.revoked_at:
+            return "revoked"
+        if when < self.not_before:
+            return "not_yet_valid"
+        if self.not_after is not None and when >= self.not_after:
+            return "expired"
+        return "valid"
+
+
+class RequestNonce(Base):
+    """A request-signature nonce, remembered for the replay window by every worker."""
+
+    __tablename__ = "request_nonces"
+
+    keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DataKey(Base):
+    """A per-record AES-256 key, stored only wrapped by a master key version."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    master_version: Mapped[int] = mapped_column(Integer)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Borrower(Base):
+    """A person with at least one record, known to the registry only by blind index."""
+
+    __tablename__ = "borrowers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    id_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    national_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    data_key: Mapped[DataKey] = relationship()
+
+
+class Delinquency(Base):
+    """One overdue account at one member: ``(institution, account_ref)``, its current state."""
+
+    __tablename__ = "delinquencies"
+    __table_args__ = (UniqueConstraint("institution_id", "account_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    account_index: Mapped[bytes] = mapped_column(LargeBinary(32))
+    borrower_id: Mapped[int] = mapped_column(ForeignKey("borrowers.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    account_ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    address_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    product: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    overdue_principal: Mapped[Decimal] = mapped_column(Money())
+    overdue_interest: Mapped[Decimal] = mapped_column(Money())
+    penalty: Mapped[Decimal] = mapped_column(Money())
+    days_past_due: Mapped[int] = mapped_column(Integer)
+    first_delinquency_date: Mapped[dt.date]
+    as_of_date: Mapped[dt.date]
+    contact_status: Mapped[str] = mapped_column(String(16))
+    lost_contact_since: Mapped[dt.date | None] = mapped_column(default=None)
+    channels_tried: Mapped[str] = mapped_column(String(200), default="")
+    collection_stage: Mapped[str] = mapped_column(String(32))
+    sequence: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    institution: Mapped[Institution] = relationship()
+    borrower: Mapped[Borrower] = relationship()
+    data_key: Mapped[DataKey] = relationship()
+    reports: Mapped[list[Report]] = relationship(
+        back_populates="delinquency", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Report(Base):
+    """An accepted signed report: the envelope as evidence and the receipt given for it.
+
+    ``id`` is the registry-wide acceptance sequence quoted in receipts.
+    """
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("institution_id", "report_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    report_id: Mapped[str] = mapped_column(String(64))
+    delinquency_id: Mapped[int] = mapped_column(
+        ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    envelope_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    receipt: Mapped[bytes] = mapped_column(LargeBinary)
+    accepted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    delinquency: Mapped[Delinquency] = relationship(back_populates="reports")
+
+
+class ComplianceViolation(Base):
+    """A refused report that broke a charging cap, counted per member for the operator.
+
+    Holds no personal data and no part of the refused report beyond the rule it broke.
+    """
+
+    __tablename__ = "compliance_violations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,382 @@
+"""Version 1 of the report payload: parse the signed JSON into a typed report, or say what is wrong.
+
+Every rule has a stable code (the ``rule`` of a ``FieldError``) documented in docs/protocol.md.
+Messages say what the rule requires and never echo the submitted value: values may be personal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from registry import national_id
+from registry.currencies import ISO_4217
+from registry.errors import FieldError, ValidationFailed
+from registry.policy import Policy
+
+PAYLOAD_TYPE = "application/vnd.delinquency-registry.report+json;version=1"
+
+_REPORT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,63}")
+_ACCOUNT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
+_INSTITUTION = re.compile(r"[A-Z0-9][A-Z0-9_-]{1,31}")
+_PHONE = re.compile(r"\+?[0-9]{5,20}")
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class Kind(enum.StrEnum):
+    OPEN = "open"
+    UPDATE = "update"
+
+
+class Product(enum.StrEnum):
+    CREDIT_CARD = "credit_card"
+    CONSUMER_LOAN = "consumer_loan"
+    ONLINE_LOAN = "online_loan"
+    MORTGAGE = "mortgage"
+    BUSINESS_LOAN = "business_loan"
+
+
+class ContactStatus(enum.StrEnum):
+    REACHABLE = "reachable"
+    UNRESPONSIVE = "unresponsive"
+    LOST_CONTACT = "lost_contact"
+
+
+class Channel(enum.StrEnum):
+    PHONE = "phone"
+    SMS = "sms"
+    EMAIL = "email"
+    LETTER = "letter"
+    VISIT = "visit"
+    APP = "app"
+
+
+class CollectionStage(enum.StrEnum):
+    REMINDER = "reminder"
+    REPAYMENT_PLAN = "repayment_plan"
+    COLLECTION_AGENCY = "collection_agency"
+    LEGAL_ACTION = "legal_action"
+
+
+@dataclass(frozen=True)
+class BorrowerIdentity:
+    national_id: str
+    name: str
+    phone: str
+    address: str | None
+
+    def __repr__(self) -> str:
+        return "BorrowerIdentity(<redacted>)"
+
+
+@dataclass(frozen=True)
+class Contact:
+    status: ContactStatus
+    since: dt.date | None
+    channels_tried: tuple[Channel, ...]
+
+
+@dataclass(frozen=True)
+class ReportPayload:
+    """A validated version-1 report."""
+
+    report_id: str
+    institution: str
+    account_ref: str
+    sequence: int
+    kind: Kind
+    borrower: BorrowerIdentity
+    product: Product
+    currency: str
+    overdue_principal: Decimal
+    overdue_interest: Decimal
+    penalty: Decimal
+    days_past_due: int
+    first_delinquency_date: dt.date
+    as_of_date: dt.date
+    contact: Contact
+    collection_stage: CollectionStage
+
+    def __repr__(self) -> str:
+        return f"ReportPayload(report_id={self.report_id!r}, kind={self.kind.value})"
+
+
+TOP_LEVEL = frozenset(
+    {
+        "version", "report_id", "institution", "account_ref", "sequence", "kind", "borrower",
+        "product", "currency", "overdue_principal", "overdue_interest", "penalty",
+        "days_past_due", "first_delinquency_date", "as_of_date", "contact", "collection_stage",
+    }
+)  # fmt: skip
+BORROWER_FIELDS = frozenset({"national_id", "name", "phone", "address"})
+CONTACT_FIELDS = frozenset({"status", "since", "channels_tried"})
+
+E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
+
+
+class _Collector:
+    """Gathers every broken rule so the caller learns them all in one answer."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field: str, rule: str, message: str) -> None:
+        self.errors.append(FieldError(field, rule, message))
+
+    def take(self, obj: dict[str, Any], key: str, prefix: str, parse: Callable[[Any], T],
+             *, required: bool = True) -> T | None:  # fmt: skip
+        path = f"{prefix}{key}"
+        if key not in obj or obj[key] is None:
+            if required:
+                self.add(path, "required", "is required")
+            return None
+        try:
+            return parse(obj[key])
+        except _Invalid as exc:
+            self.add(path, exc.rule, exc.message)
+            return None
+
+    def unknown(self, obj: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
+        for key in sorted(set(obj) - allowed):
+            self.add(f"{prefix}{key}", "unknown_field", "is not a field of this payload version")
+
+
+class _Invalid(Exception):
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+def _string(pattern: re.Pattern[str] | None = None, *, max_len: int = 200,
+            describe: str = "") -> Callable[[Any], str]:  # fmt: skip
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid("type_string", "must be a string")
+        if pattern is not None:
+            if not pattern.fullmatch(value):
+                raise _Invalid("format", f"must be {describe}")
+            return value
+        text = value.strip()
+        if not text:
+            raise _Invalid("not_empty", "must not be empty")
+        if len(text) > max_len:
+            raise _Invalid("max_length", f"must be at most {max_len} characters")
+        if _CONTROL.search(text):
+            raise _Invalid("no_control_characters", "must not contain control characters")
+        return text
+
+    return parse
+
+
+def _choice(enum_cls: type[E]) -> Callable[[Any], E]:
+    allowed = ", ".join(str(m.value) for m in enum_cls)
+
+    def parse(value: Any) -> E:
+        if not isinstance(value, str):
+            raise _Invalid("type_string", "must be a string")
+        try:
+            return enum_cls(value)
+        except ValueError:
+            raise _Invalid("one_of", f"must be one of: {allowed}") from None
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid("type_integer", "must be an integer")
+        if not minimum <= value <= maximum:
+            raise _Invalid("range", f"must be between {minimum} and {maximum}")
+        return value
+
+    return parse
+
+
+def _amount(value: Any) -> Decimal:
+    if not isinstance(value, str):
+        raise _Invalid(
+            "decimal_string",
+            'must be a decimal string such as "1234.50" (numbers are refused: no floats for money)',
+        )
+    if not _AMOUNT.fullmatch(value):
+        raise _Invalid(
+            "decimal_format",
+            "must be a non-negative decimal with at most 2 places and at most 16 integer digits",
+        )
+    try:
+        return Decimal(value)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
+        raise _Invalid("decimal_format", "must be a decimal") from None
+
+
+def _date(value: Any) -> dt.date:
+    if not isinstance(value, str) or len(value) != 10:
+        raise _Invalid("date_format", "must be a date YYYY-MM-DD")
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise _Invalid("date_format", "must be a date YYYY-MM-DD") from None
+    if parsed.year < 1970:
+        raise _Invalid("date_range", "must not be before 1970-01-01")
+    return parsed
+
+
+def _national_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("type_string", "must be a string")
+    try:
+        return national_id.validate(value)
+    except national_id.InvalidNationalId as exc:
+        raise _Invalid(exc.rule, exc.message) from None
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or value not in ISO_4217:
+        raise _Invalid("iso4217", "must be an ISO 4217 alphabetic currency code such as CNY")
+    return value
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid("type_object", "must be an object")
+    return value
+
+
+def peek_report_id(document: Any) -> str:
+    """The report id alone, for the idempotency look-up that precedes full validation."""
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            "the payload must be a JSON object",
+            errors=[FieldError("payload", "type_object", "must be an object")],
+        )
+    c = _Collector()
+    report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
+    if report_id is None:
+        raise ValidationFailed("the report id is missing or malformed", errors=c.errors)
+    return report_id
+
+
+_REPORT_ID_TEXT = "8-64 characters of A-Z a-z 0-9 . _ : - starting with a letter or digit"
+
+
+def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayload:
+    """Validate a decoded payload; raise ``ValidationFailed`` listing every broken rule."""
+    c = _Collector()
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            "the payload must be a JSON object",
+            errors=[FieldError("payload", "type_object", "must be an object")],
+        )
+    c.unknown(document, TOP_LEVEL, "")
+    version = c.take(document, "version", "", _integer(1, 1))
+    if version is None and not c.errors:
+        c.add("version", "supported_version", "must be 1")
+    report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
+    institution = c.take(
+        document, "institution", "",
+        _string(_INSTITUTION, describe="the member's institution code"),
+    )  # fmt: skip
+    account_ref = c.take(
+        document, "account_ref", "",
+        _string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
+    )  # fmt: skip
+    sequence = c.take(document, "sequence", "", _integer(1, 2**53))
+    kind = c.take(document, "kind", "", _choice(Kind))
+    borrower = _borrower(c, document)
+    product = c.take(document, "product", "", _choice(Product))
+    currency = c.take(document, "currency", "", _currency)
+    principal = c.take(document, "overdue_principal", "", _amount)
+    interest = c.take(document, "overdue_interest", "", _amount)
+    penalty = c.take(document, "penalty", "", _amount)
+    dpd = c.take(document, "days_past_due", "", _integer(1, 36500))
+    first = c.take(document, "first_delinquency_date", "", _date)
+    as_of = c.take(document, "as_of_date", "", _date)
+    contact = _contact(c, document)
+    stage = c.take(document, "collection_stage", "", _choice(CollectionStage))
+
+    if as_of is not None and as_of > today + dt.timedelta(days=policy.as_of_future_tolerance_days):
+        c.add("as_of_date", "not_in_future", "must not be in the future")
+    if first is not None and as_of is not None:
+        if first > as_of:
+            c.add("first_delinquency_date", "not_after_as_of", "must not be after as_of_date")
+        elif dpd is not None and dpd != (as_of - first).days + 1:
+            c.add(
+                "days_past_due", "agrees_with_dates",
+                "must equal as_of_date - first_delinquency_date + 1 (the first overdue day is day 1)",
+            )  # fmt: skip
+    if contact is not None and contact.since is not None and as_of is not None:
+        if contact.since > as_of:
+            c.add("contact.since", "not_after_as_of", "must not be after as_of_date")
+    if c.errors:
+        raise ValidationFailed("the report breaks the rules listed in errors", errors=c.errors)
+    assert report_id and institution and account_ref and sequence and kind and borrower
+    assert product and currency and principal is not None and interest is not None
+    assert penalty is not None and dpd and first and as_of and contact and stage
+    return ReportPayload(
+        report_id=report_id, institution=institution, account_ref=account_ref,
+        sequence=sequence, kind=kind, borrower=borrower, product=product, currency=currency,
+        overdue_principal=principal, overdue_interest=interest, penalty=penalty,
+        days_past_due=dpd, first_delinquency_date=first, as_of_date=as_of, contact=contact,
+        collection_stage=stage,
+    )  # fmt: skip
+
+
+def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | None:
+    obj = c.take(document, "borrower", "", _object)
+    if obj is None:
+        return None
+    c.unknown(obj, BORROWER_FIELDS, "borrower.")
+    nid = c.take(obj, "national_id", "borrower.", _national_id)
+    name = c.take(obj, "name", "borrower.", _string(max_len=64))
+    phone = c.take(
+        obj, "phone", "borrower.",
+        _string(_PHONE, describe="5-20 digits, optionally starting with +"),
+    )  # fmt: skip
+    address = c.take(obj, "address", "borrower.", _string(max_len=200), required=False)
+    if nid is None or name is None or phone is None:
+        return None
+    return BorrowerIdentity(national_id=nid, name=name, phone=phone, address=address)
+
+
+def _channels(value: Any) -> tuple[Channel, ...]:
+    if not isinstance(value, list):
+        raise _Invalid("type_array", "must be an array of channels")
+    parse = _choice(Channel)
+    channels = tuple(parse(v) for v in value)
+    if len(set(channels)) != len(channels):
+        raise _Invalid("unique", "must not list a channel twice")
+    return channels
+
+
+def _contact(c: _Collector, document: dict[str, Any]) -> Contact | None:
+    obj = c.take(document, "contact", "", _object)
+    if obj is None:
+        return None
+    c.unknown(obj, CONTACT_FIELDS, "contact.")
+    status = c.take(obj, "status", "contact.", _choice(ContactStatus))
+    since = c.take(obj, "since", "contact.", _date, required=False)
+    channels = c.take(obj, "channels_tried", "contact.", _channels, required=False) or ()
+    if status is None:
+        return None
+    if status is ContactStatus.LOST_CONTACT:
+        # NOTE: not answering calls is not lost contact (DOMAIN.md fact 9); the status must
+        # show that the member tried several channels and since when the borrower is unreachable.
+        if since is None and "since" not in obj:
+            c.add("contact.since", "lost_contact_since",
+                  "is required when status is lost_contact (date since when unreachable)")  # fmt: skip
+        if len(channels) < 2:
+            c.add("contact.channels_tried", "lost_contact_channels",
+                  "must list at least two different channels when status is lost_contact")  # fmt: skip
+    elif "since" in obj or "channels_tried" in obj:
+        c.add("contact", "lost_contact_only",
+              "since and channels_tried are given only with status lost_contact")  # fmt: skip
+    return Contact(status=status, since=since, channels_tried=channels)

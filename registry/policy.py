@@ -1,0 +1,73 @@
+"""Jurisdiction rules: charging caps and limits, each with its source and the harm it prevents.
+
+The defaults come from the source material (DOMAIN.md, seed 002): a late penalty of at most 1% of
+the overdue principal, and overdue interest of at most 24% a year on the overdue principal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A documented rule: the code callers see, what it requires, why, and where it comes from."""
+
+    code: str
+    requirement: str
+    rationale: str
+    source: str
+
+
+PENALTY_CAP = Rule(
+    code="penalty_cap",
+    requirement="penalty must not exceed {rate} of the overdue principal ({limit})",
+    rationale=(
+        "Uncapped late fees turn a small arrear into an unpayable debt; a report that claims "
+        "more than the law allows would spread an unlawful amount to every member."
+    ),
+    source="Seed 002 (new rules for card delinquency): late penalty at most 1% of overdue principal",
+)
+
+INTEREST_CAP = Rule(
+    code="interest_cap",
+    requirement=(
+        "overdue interest must not exceed {rate} a year of the overdue principal over "
+        "the days past due ({limit})"
+    ),
+    rationale=(
+        "Interest above the legal ceiling is not owed; recording it would overstate the debt "
+        "and the borrower's risk at every other member."
+    ),
+    source="Seed 002: overdue interest at most 24% a year",
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The registry's policy; one instance per deployment, replaceable in tests."""
+
+    penalty_rate_cap: Decimal = Decimal("0.01")
+    annual_interest_rate_cap: Decimal = Decimal("0.24")
+    day_count_basis: int = 365
+    max_amount: Decimal = Decimal("9999999999999999.99")
+    as_of_future_tolerance_days: int = 1
+
+    def penalty_limit(self, principal: Decimal) -> Decimal:
+        """The largest penalty allowed, rounded half-up to the cent."""
+        return (principal * self.penalty_rate_cap).quantize(CENT, rounding=ROUND_HALF_UP)
+
+    def interest_limit(self, principal: Decimal, days_past_due: int) -> Decimal:
+        """The largest overdue interest allowed (simple interest, actual days / basis)."""
+        raw = principal * self.annual_interest_rate_cap * days_past_due / self.day_count_basis
+        return raw.quantize(CENT, rounding=ROUND_HALF_UP)
+
+    def describe(self, rule: Rule, limit: Decimal) -> str:
+        rate = self.penalty_rate_cap if rule is PENALTY_CAP else self.annual_interest_rate_cap
+        return rule.requirement.format(rate=f"{rate * 100:g}%", limit=f"limit {limit}")
+
+
+DEFAULT_POLICY = Policy()

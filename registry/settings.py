@@ -1,0 +1,82 @@
+"""One settings object for the app, the CLI and the worker, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_INSTANCE = Path.cwd() / "instance"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the registry keeps its state and secrets, and the limits it enforces.
+
+    Secrets live in files beside the database (or in environment variables), never in it:
+    a stolen database file alone must not reveal the blind-index secret or the master key.
+    """
+
+    instance_path: Path = DEFAULT_INSTANCE
+    database_url: str = ""
+    signing_key_file: Path | None = None
+    master_keys_file: Path | None = None
+    blind_index_key_file: Path | None = None
+    master_keys_text: str | None = field(default=None, repr=False)
+    blind_index_key_text: str | None = field(default=None, repr=False)
+    public_base_url: str | None = None
+    max_request_bytes: int = 1024 * 1024
+    replay_window_seconds: int = 300
+    clock_skew_seconds: int = 30
+    sqlite_synchronous: str = "FULL"
+
+    def __post_init__(self) -> None:
+        inst = Path(self.instance_path)
+        object.__setattr__(self, "instance_path", inst)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{inst / 'registry.db'}")
+        defaults = {
+            "signing_key_file": inst / "registry-signing.key",
+            "master_keys_file": inst / "master.keys",
+            "blind_index_key_file": inst / "blind-index.key",
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``REGISTRY_*`` environment variables; overrides win."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        if "REGISTRY_INSTANCE" in env:
+            values["instance_path"] = Path(env["REGISTRY_INSTANCE"])
+        simple = {
+            "REGISTRY_DATABASE_URL": "database_url",
+            "REGISTRY_MASTER_KEYS": "master_keys_text",
+            "REGISTRY_BLIND_INDEX_KEY": "blind_index_key_text",
+            "REGISTRY_PUBLIC_BASE_URL": "public_base_url",
+        }
+        for var, name in simple.items():
+            if env.get(var):
+                values[name] = env[var]
+        files = {
+            "REGISTRY_SIGNING_KEY_FILE": "signing_key_file",
+            "REGISTRY_MASTER_KEYS_FILE": "master_keys_file",
+            "REGISTRY_BLIND_INDEX_KEY_FILE": "blind_index_key_file",
+        }
+        for var, name in files.items():
+            if env.get(var):
+                values[name] = Path(env[var])
+        if env.get("REGISTRY_MAX_REQUEST_BYTES"):
+            values["max_request_bytes"] = int(env["REGISTRY_MAX_REQUEST_BYTES"])
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **overrides)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,365 @@
+"""POST /v1/reports and GET /v1/receipts: the intake contract as a member sees it."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from conftest import Clock
+from crypto import dsse, ed25519
+from factories import Member, admit, envelope, new_key, payload, payload_bytes, post_envelope
+from factories import signed, submit
+from registry import members
+from registry.models import (
+    Borrower,
+    ComplianceViolation,
+    DataKey,
+    Delinquency,
+    Report,
+    RequestNonce,
+)
+from registry.payload import PAYLOAD_TYPE
+from registry.receipts import RECEIPT_PAYLOAD_TYPE
+
+PERSISTENT = (Borrower, Delinquency, Report, DataKey)
+
+
+def counts(session: Session) -> dict[str, int]:
+    session.expire_all()
+    return {m.__tablename__: session.scalar(select(func.count()).select_from(m)) or 0
+            for m in (*PERSISTENT, ComplianceViolation)}  # fmt: skip
+
+
+def registry_key(client: FlaskClient) -> tuple[str, bytes]:
+    keys = client.get("/v1/registry-keys").get_json()["keys"]
+    return keys[0]["keyid"], base64.b64decode(keys[0]["public_key"])
+
+
+def verified_receipt(client: FlaskClient, body: bytes) -> dict[str, Any]:
+    keyid, raw = registry_key(client)
+    receipt = dsse.parse_envelope(body)
+    assert receipt.payload_type == RECEIPT_PAYLOAD_TYPE
+    assert dsse.verify_envelope(receipt, {keyid: raw}) == keyid
+    document: dict[str, Any] = json.loads(receipt.payload)
+    return document
+
+
+@pytest.fixture
+def bank(session: Session) -> Member:
+    return admit(session, "BANKA")
+
+
+@pytest.fixture
+def other(session: Session) -> Member:
+    return admit(session, "BANKB")
+
+
+def problem_of(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == status and body["code"] == code
+    assert body["type"].endswith(code) and body["title"] and body["detail"]
+    return body
+
+
+def field_rules(body: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["field"], e["rule"]) for e in body.get("errors", [])}
+
+
+# --- acceptance and receipts -------------------------------------------------------------
+
+
+def test_an_accepted_report_gets_a_signed_receipt(client: FlaskClient, bank: Member) -> None:
+    doc = payload(bank)
+    raw = envelope(bank, doc)
+    response = post_envelope(client, bank, raw)
+    assert response.status_code == 201
+    assert response.headers["Location"] == f"/v1/receipts/{doc['report_id']}"
+    receipt = verified_receipt(client, response.data)
+    assert receipt["report_id"] == doc["report_id"]
+    assert receipt["institution"] == "BANKA"
+    assert receipt["envelope_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert receipt["sequence"] == 1 and receipt["log_index"] >= 1
+    assert receipt["accepted_at"].endswith("Z")
+
+
+def test_the_receipt_can_be_fetched_again(client: FlaskClient, bank: Member) -> None:
+    doc = payload(bank)
+    first = submit(client, bank, doc)
+    again = signed(client, bank, "GET", f"/v1/receipts/{doc['report_id']}")
+    assert again.status_code == 200
+    assert again.data == first.data
+
+
+def test_a_receipt_of_another_member_is_not_found(
+    client: FlaskClient, bank: Member, other: Member
+) -> None:
+    doc = payload(bank)
+    submit(client, bank, doc)
+    problem_of(
+        signed(client, other, "GET", f"/v1/receipts/{doc['report_id']}"), 404, "receipt_not_found"
+    )
+
+
+def test_the_same_envelope_twice_gives_the_same_receipt(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    raw = envelope(bank, payload(bank))
+    first = post_envelope(client, bank, raw)
+    second = post_envelope(client, bank, raw)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.data == second.data
+    assert counts(session)["reports"] == 1
+
+
+def test_the_same_report_id_with_other_bytes_is_a_conflict(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    doc = payload(bank)
+    submit(client, bank, doc)
+    before = counts(session)
+    changed = dict(doc, overdue_principal="20000.00")
+    body = problem_of(submit(client, bank, changed), 409, "report_id_conflict")
+    assert body["report_id"] == doc["report_id"]
+    assert counts(session) == before
+
+
+def test_personal_fields_are_stored_encrypted_and_indexed(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    doc = payload(bank)
+    raw = envelope(bank, doc)
+    assert post_envelope(client, bank, raw).status_code == 201
+    record = session.scalars(select(Delinquency)).one()
+    columns = [record.account_ref_ct, record.name_ct, record.phone_ct, record.address_ct]
+    for value in ("张三".encode(), b"+8613800138000", b"CARD-0001-4321"):
+        assert all(value not in (c or b"") for c in columns)
+    report = session.scalars(select(Report)).one()
+    assert raw not in report.envelope_ct and b'"payload"' not in report.envelope_ct
+    borrower = session.scalars(select(Borrower)).one()
+    assert doc["borrower"]["national_id"].encode() not in borrower.national_id_ct
+    assert len(borrower.id_index) == 32
+
+
+def test_an_update_with_a_higher_sequence_changes_the_record(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    submit(client, bank, payload(bank))
+    update = payload(bank, kind="update", sequence=2, overdue_principal="9000.00",
+                     collection_stage="repayment_plan")  # fmt: skip
+    response = submit(client, bank, update)
+    assert response.status_code == 201
+    assert verified_receipt(client, response.data)["sequence"] == 2
+    record = session.scalars(select(Delinquency)).one()
+    assert (record.sequence, str(record.overdue_principal)) == (2, "9000.00")
+    assert record.collection_stage == "repayment_plan"
+    assert counts(session)["reports"] == 2
+
+
+@pytest.mark.parametrize("sequence", [1, 2])
+def test_a_stale_sequence_is_refused_with_the_current_one(
+    client: FlaskClient, bank: Member, session: Session, sequence: int
+) -> None:
+    submit(client, bank, payload(bank))
+    submit(client, bank, payload(bank, kind="update", sequence=2))
+    before = counts(session)
+    body = problem_of(
+        submit(client, bank, payload(bank, kind="update", sequence=sequence)), 409, "sequence_stale"
+    )
+    assert body["current_sequence"] == 2
+    assert counts(session) == before
+
+
+def test_an_update_for_an_unknown_account_is_refused(client: FlaskClient, bank: Member) -> None:
+    problem_of(submit(client, bank, payload(bank, kind="update", sequence=2)), 409,
+               "account_not_open")  # fmt: skip
+
+
+def test_a_second_open_for_the_same_account_is_refused(client: FlaskClient, bank: Member) -> None:
+    submit(client, bank, payload(bank))
+    problem_of(submit(client, bank, payload(bank, sequence=5)), 409, "account_already_open")
+
+
+def test_an_update_cannot_move_the_account_to_another_borrower(
+    client: FlaskClient, bank: Member
+) -> None:
+    submit(client, bank, payload(bank))
+    doc = payload(bank, kind="update", sequence=2)
+    doc["borrower"]["national_id"] = "11010519491231002X"
+    body = problem_of(submit(client, bank, doc), 422, "validation_failed")
+    assert ("borrower.national_id", "matches_account") in field_rules(body)
+
+
+def test_two_members_reporting_one_borrower_share_the_borrower_row(
+    client: FlaskClient, bank: Member, other: Member, session: Session
+) -> None:
+    assert submit(client, bank, payload(bank)).status_code == 201
+    assert submit(client, other, payload(other)).status_code == 201
+    assert counts(session)["borrowers"] == 1 and counts(session)["delinquencies"] == 2
+
+
+# --- validation: every refusal is problem details and leaves nothing behind -----------------
+
+
+def test_validation_errors_name_field_and_rule_and_store_nothing(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    doc = payload(bank, overdue_principal=1000.5, days_past_due=3)
+    doc["borrower"]["national_id"] = "110105194912310021"
+    body = problem_of(submit(client, bank, doc), 422, "validation_failed")
+    assert field_rules(body) >= {
+        ("overdue_principal", "decimal_string"),
+        ("days_past_due", "agrees_with_dates"),
+        ("borrower.national_id", "gb11643_check"),
+    }
+    assert all(v == 0 for v in counts(session).values())
+
+
+def test_floats_anywhere_in_the_payload_are_refused(client: FlaskClient, bank: Member) -> None:
+    raw = payload_bytes(payload(bank)).replace(b'"days_past_due":30', b'"days_past_due":30.0')
+    body = problem_of(post_envelope(client, bank, envelope(bank, raw)), 400, "payload_malformed")
+    assert ("payload", "float_not_allowed") in field_rules(body)
+
+
+def test_duplicated_keys_in_the_payload_are_refused(client: FlaskClient, bank: Member) -> None:
+    raw = payload_bytes(payload(bank))[:-1] + b',"penalty":"0.00"}'
+    body = problem_of(post_envelope(client, bank, envelope(bank, raw)), 400, "payload_malformed")
+    assert ("payload", "duplicate_key") in field_rules(body)
+
+
+def test_a_payload_that_is_not_json_is_refused(client: FlaskClient, bank: Member) -> None:
+    problem_of(post_envelope(client, bank, envelope(bank, b"\xff\xfe")), 400, "payload_malformed")
+
+
+def test_the_payload_type_must_be_the_report_type(client: FlaskClient, bank: Member) -> None:
+    raw = envelope(bank, payload(bank), payload_type="application/json")
+    problem_of(post_envelope(client, bank, raw), 400, "payload_type_unsupported")
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"not json", b'{"payload":"","payloadType":"x"}'])
+def test_a_body_that_is_not_an_envelope_is_refused(
+    client: FlaskClient, bank: Member, body: bytes
+) -> None:
+    problem_of(post_envelope(client, bank, body), 400, "envelope_malformed")
+
+
+def test_the_payload_institution_must_be_the_caller(
+    client: FlaskClient, bank: Member, other: Member, session: Session
+) -> None:
+    body = problem_of(submit(client, bank, payload("BANKB")), 403, "institution_mismatch")
+    assert ("institution", "is_caller") in field_rules(body)
+    assert counts(session)["reports"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "rule"),
+    [
+        ({"penalty": "100.01"}, "penalty", "penalty_cap"),
+        ({"overdue_interest": "197.27"}, "overdue_interest", "interest_cap"),
+    ],
+)
+def test_charging_caps_are_enforced_named_and_counted(
+    client: FlaskClient, bank: Member, session: Session,
+    changes: dict[str, str], field: str, rule: str,
+) -> None:  # fmt: skip
+    body = problem_of(submit(client, bank, payload(bank, **changes)), 422, "charging_cap_exceeded")
+    [error] = body["errors"]
+    assert (error["field"], error["rule"]) == (field, rule)
+    assert "limit" in error["message"]
+    after = counts(session)
+    assert after["compliance_violations"] == 1
+    assert all(after[m.__tablename__] == 0 for m in PERSISTENT)
+    [(_, violations)] = [row for row in members.list_members(session) if row[0].code == "BANKA"]
+    assert violations == 1
+
+
+def test_reports_exactly_at_the_caps_are_accepted(client: FlaskClient, bank: Member) -> None:
+    doc = payload(bank, penalty="100.00", overdue_interest="197.26")
+    assert submit(client, bank, doc).status_code == 201
+
+
+# --- the envelope signature -----------------------------------------------------------------
+
+
+def test_an_envelope_signed_by_an_unregistered_key_is_refused(
+    client: FlaskClient, bank: Member
+) -> None:
+    key, keyid = new_key()
+    raw = envelope(bank, payload(bank), key=key, keyid=keyid)
+    problem_of(post_envelope(client, bank, raw), 422, "envelope_unknown_key")
+
+
+def test_an_envelope_with_a_forged_signature_is_refused(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    key, _ = new_key()
+    raw = envelope(bank, payload(bank), key=key, keyid=bank.keyid)
+    problem_of(post_envelope(client, bank, raw), 422, "envelope_signature_invalid")
+    assert counts(session)["reports"] == 0
+
+
+def test_an_envelope_signed_by_another_members_key_is_refused(
+    client: FlaskClient, bank: Member, other: Member
+) -> None:
+    raw = envelope(other, payload(bank))
+    problem_of(post_envelope(client, bank, raw), 403, "envelope_signer_not_caller")
+
+
+def test_an_envelope_signed_by_a_revoked_key_is_refused(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    second_key, second_id = new_key()
+    members.add_key(session, "BANKA",
+                    ed25519.public_key_to_pem(ed25519.public_key_raw(second_key)), clock())  # fmt: skip
+    members.revoke_key(session, bank.keyid, clock())
+    session.commit()
+    raw = envelope(bank, payload(bank))
+    response = post_envelope(client, bank, raw, key=second_key, keyid=second_id)
+    problem_of(response, 422, "envelope_key_revoked")
+
+
+def test_a_key_revoked_in_the_future_still_signs_until_then(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    members.revoke_key(session, bank.keyid, clock(), at=clock() + dt.timedelta(hours=1))
+    session.commit()
+    assert submit(client, bank, payload(bank)).status_code == 201
+
+
+def test_a_member_with_several_keys_may_use_any_valid_one(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    key, keyid = new_key()
+    members.add_key(session, "BANKA",
+                    ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock())  # fmt: skip
+    session.commit()
+    raw = envelope(bank, payload(bank), key=key, keyid=keyid)
+    assert post_envelope(client, bank, raw, key=key, keyid=keyid).status_code == 201
+
+
+# --- size ------------------------------------------------------------------------------------
+
+
+def test_an_oversized_body_is_refused_with_413(
+    client: FlaskClient, bank: Member, app: Flask, session: Session
+) -> None:
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    problem_of(post_envelope(client, bank, b"{" + b" " * limit + b"}"), 413, "payload_too_large")
+    assert counts(session)["reports"] == 0
+
+
+def test_nonces_of_refused_reports_are_still_consumed(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    post_envelope(client, bank, b"{}", nonce="nonce-of-a-refused-request-01")
+    assert session.scalar(select(func.count()).select_from(RequestNonce)) == 1
