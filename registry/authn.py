@@ -79,7 +79,9 @@ def _consume_nonce(
     expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
     try:
         with session.begin_nested():
-            session.add(RequestNonce(keyid=verified.keyid, nonce=verified.nonce, expires_at=expires))
+            session.add(
+                RequestNonce(keyid=verified.keyid, nonce=verified.nonce, expires_at=expires)
+            )
     except IntegrityError:
         raise NotAuthenticated(
             "this request signature was already used (replay)", code="request_replayed"

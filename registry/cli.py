@@ -29,7 +29,9 @@ def _when(value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter("expected an ISO 8601 date-time such as 2026-12-01T00:00:00Z")
+        raise click.BadParameter(
+            "expected an ISO 8601 date-time such as 2026-12-01T00:00:00Z"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 

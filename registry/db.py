@@ -47,7 +47,12 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only caller may ask for a deferred transaction with the execution option
+        # ``sqlite_begin="DEFERRED"``: in WAL mode it then never blocks the writers.
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        if mode not in ("IMMEDIATE", "DEFERRED"):
+            raise ValueError("sqlite_begin must be IMMEDIATE or DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -86,3 +91,20 @@ def require_head(engine: Engine) -> None:
             f"database schema is at {current or 'no revision'} but the code expects {head}; "
             "run `registry migrate` (or `make run`, which migrates) and start again"
         )
+
+
+def checkpoint_wal(engine: Engine) -> None:
+    """Fold the SQLite WAL into the main file and truncate it; no-op on other engines.
+
+    NOTE: deleted rows linger in the WAL until a checkpoint; after clearing personal data the
+    WAL must be truncated for the bytes to be gone from disk (``secure_delete`` zeroes pages).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    finally:
+        raw.close()

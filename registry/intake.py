@@ -89,9 +89,7 @@ class Intake:
         report_id = p.peek_report_id(document)
         digest = hashlib.sha256(raw).hexdigest()
         existing = session.scalar(
-            select(Report).where(
-                Report.institution_id == caller.id, Report.report_id == report_id
-            )
+            select(Report).where(Report.institution_id == caller.id, Report.report_id == report_id)
         )
         if existing is not None:
             if existing.envelope_sha256 == digest:
@@ -173,9 +171,7 @@ class Intake:
                     "penalty", PENALTY_CAP.code, self._policy.describe(PENALTY_CAP, penalty_limit)
                 )
             )
-        interest_limit = self._policy.interest_limit(
-            report.overdue_principal, report.days_past_due
-        )
+        interest_limit = self._policy.interest_limit(report.overdue_principal, report.days_past_due)
         if report.overdue_interest > interest_limit:
             errors.append(
                 FieldError(
@@ -189,7 +185,9 @@ class Intake:
         # NOTE: the refusal itself is recorded and committed (no report data, just the rule) so
         # the operator can see which members overcharge; nothing of the report is kept.
         for error in errors:
-            session.add(ComplianceViolation(institution_id=caller.id, rule=error.rule, occurred_at=now))
+            session.add(
+                ComplianceViolation(institution_id=caller.id, rule=error.rule, occurred_at=now)
+            )
         session.commit()
         raise PolicyViolation(
             "the report claims more than the charging caps allow",
@@ -264,7 +262,9 @@ class Intake:
             account_index=account_index,
             borrower=borrower,
             data_key=data_key,
-            account_ref_ct=seal(key, "delinquencies", "account_ref", ref, report.account_ref.encode()),
+            account_ref_ct=seal(
+                key, "delinquencies", "account_ref", ref, report.account_ref.encode()
+            ),
             opened_at=now,
         )
         self._write_state(record, report, key, now)

@@ -86,7 +86,7 @@ def add_key(
     member = get(session, code)
     try:
         raw = ed25519.public_key_from_pem(public_key_pem)
-    except Exception:  # noqa: BLE001 - any parse failure is the same refusal
+    except Exception:
         raise ValidationFailed("the file is not an Ed25519 public key in PEM form") from None
     start = not_before or now
     if not_after is not None and not_after <= start:

@@ -34,7 +34,6 @@ NAMING_CONVENTION = {
 }
 
 
-
 class Money(TypeDecorator[Decimal]):
     """Money as an exact integer count of cents: no engine ever sees a float."""
 
@@ -61,9 +60,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(
-        self, value: dt.datetime | None, dialect: Dialect
-    ) -> dt.datetime | None:
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:

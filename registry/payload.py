@@ -109,11 +109,25 @@ class ReportPayload:
 
 TOP_LEVEL = frozenset(
     {
-        "version", "report_id", "institution", "account_ref", "sequence", "kind", "borrower",
-        "product", "currency", "overdue_principal", "overdue_interest", "penalty",
-        "days_past_due", "first_delinquency_date", "as_of_date", "contact", "collection_stage",
+        "version",
+        "report_id",
+        "institution",
+        "account_ref",
+        "sequence",
+        "kind",
+        "borrower",
+        "product",
+        "currency",
+        "overdue_principal",
+        "overdue_interest",
+        "penalty",
+        "days_past_due",
+        "first_delinquency_date",
+        "as_of_date",
+        "contact",
+        "collection_stage",
     }
-)  # fmt: skip
+)
 BORROWER_FIELDS = frozenset({"national_id", "name", "phone", "address"})
 CONTACT_FIELDS = frozenset({"status", "since", "channels_tried"})
 
@@ -130,8 +144,15 @@ class _Collector:
     def add(self, field: str, rule: str, message: str) -> None:
         self.errors.append(FieldError(field, rule, message))
 
-    def take(self, obj: dict[str, Any], key: str, prefix: str, parse: Callable[[Any], T],
-             *, required: bool = True) -> T | None:  # fmt: skip
+    def take(
+        self,
+        obj: dict[str, Any],
+        key: str,
+        prefix: str,
+        parse: Callable[[Any], T],
+        *,
+        required: bool = True,
+    ) -> T | None:
         path = f"{prefix}{key}"
         if key not in obj or obj[key] is None:
             if required:
@@ -155,8 +176,9 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _string(pattern: re.Pattern[str] | None = None, *, max_len: int = 200,
-            describe: str = "") -> Callable[[Any], str]:  # fmt: skip
+def _string(
+    pattern: re.Pattern[str] | None = None, *, max_len: int = 200, describe: str = ""
+) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str):
             raise _Invalid("type_string", "must be a string")
@@ -282,13 +304,17 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
         c.add("version", "supported_version", "must be 1")
     report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
     institution = c.take(
-        document, "institution", "",
+        document,
+        "institution",
+        "",
         _string(_INSTITUTION, describe="the member's institution code"),
-    )  # fmt: skip
+    )
     account_ref = c.take(
-        document, "account_ref", "",
+        document,
+        "account_ref",
+        "",
         _string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
-    )  # fmt: skip
+    )
     sequence = c.take(document, "sequence", "", _integer(1, 2**53))
     kind = c.take(document, "kind", "", _choice(Kind))
     borrower = _borrower(c, document)
@@ -310,24 +336,36 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
             c.add("first_delinquency_date", "not_after_as_of", "must not be after as_of_date")
         elif dpd is not None and dpd != (as_of - first).days + 1:
             c.add(
-                "days_past_due", "agrees_with_dates",
-                "must equal as_of_date - first_delinquency_date + 1 (the first overdue day is day 1)",
-            )  # fmt: skip
-    if contact is not None and contact.since is not None and as_of is not None:
-        if contact.since > as_of:
-            c.add("contact.since", "not_after_as_of", "must not be after as_of_date")
+                "days_past_due",
+                "agrees_with_dates",
+                "must equal as_of_date - first_delinquency_date + 1 "
+                "(the first overdue day is day 1)",
+            )
+    if contact and contact.since and as_of and contact.since > as_of:
+        c.add("contact.since", "not_after_as_of", "must not be after as_of_date")
     if c.errors:
         raise ValidationFailed("the report breaks the rules listed in errors", errors=c.errors)
     assert report_id and institution and account_ref and sequence and kind and borrower
     assert product and currency and principal is not None and interest is not None
     assert penalty is not None and dpd and first and as_of and contact and stage
     return ReportPayload(
-        report_id=report_id, institution=institution, account_ref=account_ref,
-        sequence=sequence, kind=kind, borrower=borrower, product=product, currency=currency,
-        overdue_principal=principal, overdue_interest=interest, penalty=penalty,
-        days_past_due=dpd, first_delinquency_date=first, as_of_date=as_of, contact=contact,
+        report_id=report_id,
+        institution=institution,
+        account_ref=account_ref,
+        sequence=sequence,
+        kind=kind,
+        borrower=borrower,
+        product=product,
+        currency=currency,
+        overdue_principal=principal,
+        overdue_interest=interest,
+        penalty=penalty,
+        days_past_due=dpd,
+        first_delinquency_date=first,
+        as_of_date=as_of,
+        contact=contact,
         collection_stage=stage,
-    )  # fmt: skip
+    )
 
 
 def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | None:
@@ -338,9 +376,11 @@ def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | Non
     nid = c.take(obj, "national_id", "borrower.", _national_id)
     name = c.take(obj, "name", "borrower.", _string(max_len=64))
     phone = c.take(
-        obj, "phone", "borrower.",
+        obj,
+        "phone",
+        "borrower.",
         _string(_PHONE, describe="5-20 digits, optionally starting with +"),
-    )  # fmt: skip
+    )
     address = c.take(obj, "address", "borrower.", _string(max_len=200), required=False)
     if nid is None or name is None or phone is None:
         return None
@@ -371,12 +411,21 @@ def _contact(c: _Collector, document: dict[str, Any]) -> Contact | None:
         # NOTE: not answering calls is not lost contact (DOMAIN.md fact 9); the status must
         # show that the member tried several channels and since when the borrower is unreachable.
         if since is None and "since" not in obj:
-            c.add("contact.since", "lost_contact_since",
-                  "is required when status is lost_contact (date since when unreachable)")  # fmt: skip
+            c.add(
+                "contact.since",
+                "lost_contact_since",
+                "is required when status is lost_contact (the date since when unreachable)",
+            )
         if len(channels) < 2:
-            c.add("contact.channels_tried", "lost_contact_channels",
-                  "must list at least two different channels when status is lost_contact")  # fmt: skip
+            c.add(
+                "contact.channels_tried",
+                "lost_contact_channels",
+                "must list at least two different channels when status is lost_contact",
+            )
     elif "since" in obj or "channels_tried" in obj:
-        c.add("contact", "lost_contact_only",
-              "since and channels_tried are given only with status lost_contact")  # fmt: skip
+        c.add(
+            "contact",
+            "lost_contact_only",
+            "since and channels_tried are given only with status lost_contact",
+        )
     return Contact(status=status, since=since, channels_tried=channels)

@@ -29,7 +29,7 @@ PENALTY_CAP = Rule(
         "Uncapped late fees turn a small arrear into an unpayable debt; a report that claims "
         "more than the law allows would spread an unlawful amount to every member."
     ),
-    source="Seed 002 (new rules for card delinquency): late penalty at most 1% of overdue principal",
+    source="Seed 002 (new card rules): late penalty at most 1% of the overdue principal",
 )
 
 INTEREST_CAP = Rule(
@@ -67,7 +67,7 @@ class Policy:
 
     def describe(self, rule: Rule, limit: Decimal) -> str:
         rate = self.penalty_rate_cap if rule is PENALTY_CAP else self.annual_interest_rate_cap
-        return rule.requirement.format(rate=f"{rate * 100:g}%", limit=f"limit {limit}")
+        return rule.requirement.format(rate=f"{(rate * 100).normalize():f}%", limit=f"limit {limit}")
 
 
 DEFAULT_POLICY = Policy()

@@ -79,13 +79,14 @@ def load_key_material(settings: Settings) -> KeyMaterial:
         signing = ed25519.private_key_from_pem(
             _read(settings.signing_key_file, "registry signing key")
         )
-        ring_text = settings.master_keys_text or _read(
-            settings.master_keys_file, "master keyring"
-        ).decode()
+        ring_text = (
+            settings.master_keys_text or _read(settings.master_keys_file, "master keyring").decode()
+        )
         ring = keyring.parse_keyring(ring_text)
-        index_text = settings.blind_index_key_text or _read(
-            settings.blind_index_key_file, "blind-index secret"
-        ).decode()
+        index_text = (
+            settings.blind_index_key_text
+            or _read(settings.blind_index_key_file, "blind-index secret").decode()
+        )
         index = blind_index.BlindIndex(base64.b64decode(index_text.strip(), validate=True))
     except (CryptoError, ValueError) as exc:
         raise SetupError(f"unusable registry secret: {type(exc).__name__}") from None

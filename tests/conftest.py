@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from api import create_app
-from registry.db import make_engine, upgrade_to_head
+from registry.db import checkpoint_wal, make_engine, upgrade_to_head
 from registry.models import Base
 from registry.secrets import init_instance
 from registry.settings import Settings
@@ -111,14 +111,13 @@ def engine(migrated: Engine) -> Iterator[Engine]:
     with migrated.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
-    if migrated.dialect.name == "sqlite":
-        with migrated.connect() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    checkpoint_wal(migrated)
 
 
 @pytest.fixture
 def session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as s:
+    """A session for the test's own reads and writes; its reads never block the app's writers."""
+    with Session(engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False) as s:
         yield s
 
 

@@ -92,9 +92,13 @@ def payload_bytes(doc: dict[str, Any]) -> bytes:
 
 
 def envelope(
-    member: Member, doc: dict[str, Any] | bytes, *, key: Ed25519PrivateKey | None = None,
-    keyid: str | None = None, payload_type: str = PAYLOAD_TYPE,
-) -> bytes:  # fmt: skip
+    member: Member,
+    doc: dict[str, Any] | bytes,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    keyid: str | None = None,
+    payload_type: str = PAYLOAD_TYPE,
+) -> bytes:
     body = doc if isinstance(doc, bytes) else payload_bytes(doc)
     return dsse.sign_envelope(payload_type, body, key or member.key, keyid or member.keyid)
 

@@ -19,7 +19,7 @@ blp = Blueprint(
 blp.before_request(require_member)
 
 DSSE_JSON = "application/json"
-SIGNED = [{"httpMessageSignature": []}]
+SIGNED: list[dict[str, list[str]]] = [{"httpMessageSignature": []}]
 COMMON_ERRORS = {
     401: "request signature missing, invalid, stale, replayed, or key not valid",
     403: "member suspended, or acting for another member",

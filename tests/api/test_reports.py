@@ -16,8 +16,17 @@ from sqlalchemy.orm import Session
 
 from conftest import Clock
 from crypto import dsse, ed25519
-from factories import Member, admit, envelope, new_key, payload, payload_bytes, post_envelope
-from factories import signed, submit
+from factories import (
+    Member,
+    admit,
+    envelope,
+    new_key,
+    payload,
+    payload_bytes,
+    post_envelope,
+    signed,
+    submit,
+)
 from registry import members
 from registry.models import (
     Borrower,
@@ -27,7 +36,6 @@ from registry.models import (
     Report,
     RequestNonce,
 )
-from registry.payload import PAYLOAD_TYPE
 from registry.receipts import RECEIPT_PAYLOAD_TYPE
 
 PERSISTENT = (Borrower, Delinquency, Report, DataKey)
@@ -35,8 +43,10 @@ PERSISTENT = (Borrower, Delinquency, Report, DataKey)
 
 def counts(session: Session) -> dict[str, int]:
     session.expire_all()
-    return {m.__tablename__: session.scalar(select(func.count()).select_from(m)) or 0
-            for m in (*PERSISTENT, ComplianceViolation)}  # fmt: skip
+    return {
+        m.__tablename__: session.scalar(select(func.count()).select_from(m)) or 0
+        for m in (*PERSISTENT, ComplianceViolation)
+    }
 
 
 def registry_key(client: FlaskClient) -> tuple[str, bytes]:
@@ -155,8 +165,14 @@ def test_an_update_with_a_higher_sequence_changes_the_record(
     client: FlaskClient, bank: Member, session: Session
 ) -> None:
     submit(client, bank, payload(bank))
-    update = payload(bank, kind="update", sequence=2, overdue_principal="9000.00",
-                     collection_stage="repayment_plan")  # fmt: skip
+    update = payload(
+        bank,
+        kind="update",
+        sequence=2,
+        overdue_principal="9000.00",
+        penalty="90.00",
+        collection_stage="repayment_plan",
+    )
     response = submit(client, bank, update)
     assert response.status_code == 201
     assert verified_receipt(client, response.data)["sequence"] == 2
@@ -181,8 +197,9 @@ def test_a_stale_sequence_is_refused_with_the_current_one(
 
 
 def test_an_update_for_an_unknown_account_is_refused(client: FlaskClient, bank: Member) -> None:
-    problem_of(submit(client, bank, payload(bank, kind="update", sequence=2)), 409,
-               "account_not_open")  # fmt: skip
+    problem_of(
+        submit(client, bank, payload(bank, kind="update", sequence=2)), 409, "account_not_open"
+    )
 
 
 def test_a_second_open_for_the_same_account_is_refused(client: FlaskClient, bank: Member) -> None:
@@ -214,7 +231,7 @@ def test_two_members_reporting_one_borrower_share_the_borrower_row(
 def test_validation_errors_name_field_and_rule_and_store_nothing(
     client: FlaskClient, bank: Member, session: Session
 ) -> None:
-    doc = payload(bank, overdue_principal=1000.5, days_past_due=3)
+    doc = payload(bank, overdue_principal=1000, days_past_due=3)
     doc["borrower"]["national_id"] = "110105194912310021"
     body = problem_of(submit(client, bank, doc), 422, "validation_failed")
     assert field_rules(body) >= {
@@ -269,9 +286,13 @@ def test_the_payload_institution_must_be_the_caller(
     ],
 )
 def test_charging_caps_are_enforced_named_and_counted(
-    client: FlaskClient, bank: Member, session: Session,
-    changes: dict[str, str], field: str, rule: str,
-) -> None:  # fmt: skip
+    client: FlaskClient,
+    bank: Member,
+    session: Session,
+    changes: dict[str, str],
+    field: str,
+    rule: str,
+) -> None:
     body = problem_of(submit(client, bank, payload(bank, **changes)), 422, "charging_cap_exceeded")
     [error] = body["errors"]
     assert (error["field"], error["rule"]) == (field, rule)
@@ -319,8 +340,9 @@ def test_an_envelope_signed_by_a_revoked_key_is_refused(
     client: FlaskClient, bank: Member, session: Session, clock: Clock
 ) -> None:
     second_key, second_id = new_key()
-    members.add_key(session, "BANKA",
-                    ed25519.public_key_to_pem(ed25519.public_key_raw(second_key)), clock())  # fmt: skip
+    members.add_key(
+        session, "BANKA", ed25519.public_key_to_pem(ed25519.public_key_raw(second_key)), clock()
+    )
     members.revoke_key(session, bank.keyid, clock())
     session.commit()
     raw = envelope(bank, payload(bank))
@@ -340,8 +362,9 @@ def test_a_member_with_several_keys_may_use_any_valid_one(
     client: FlaskClient, bank: Member, session: Session, clock: Clock
 ) -> None:
     key, keyid = new_key()
-    members.add_key(session, "BANKA",
-                    ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock())  # fmt: skip
+    members.add_key(
+        session, "BANKA", ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock()
+    )
     session.commit()
     raw = envelope(bank, payload(bank), key=key, keyid=keyid)
     assert post_envelope(client, bank, raw, key=key, keyid=keyid).status_code == 201

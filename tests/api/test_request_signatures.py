@@ -61,8 +61,9 @@ def test_a_stale_signature_is_refused(client: FlaskClient, bank: Member) -> None
 
 
 def test_a_signature_from_the_future_is_refused(client: FlaskClient, bank: Member) -> None:
-    refused(get_receipt(client, bank, created=int(time.time()) + 120), 401,
-            "request_created_in_future")  # fmt: skip
+    refused(
+        get_receipt(client, bank, created=int(time.time()) + 120), 401, "request_created_in_future"
+    )
 
 
 def test_a_replayed_nonce_is_refused(client: FlaskClient, bank: Member) -> None:
@@ -89,8 +90,9 @@ def test_a_body_changed_after_signing_is_refused(client: FlaskClient, bank: Memb
     refused(tampered, 401, "request_digest_mismatch")
 
 
-def test_a_revoked_key_is_refused(client: FlaskClient, bank: Member, session: Session,
-                                  clock: Clock) -> None:  # fmt: skip
+def test_a_revoked_key_is_refused(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
     members.revoke_key(session, bank.keyid, clock())
     session.commit()
     refused(get_receipt(client, bank), 401, "key_revoked")
@@ -114,8 +116,11 @@ def test_a_suspended_member_is_refused_and_reinstated_member_is_not(
     members.suspend(session, "BANKA", clock())
     session.commit()
     refused(get_receipt(client, bank), 403, "member_suspended")
-    refused(signed(client, bank, "POST", "/v1/reports", envelope(bank, payload(bank))), 403,
-            "member_suspended")  # fmt: skip
+    refused(
+        signed(client, bank, "POST", "/v1/reports", envelope(bank, payload(bank))),
+        403,
+        "member_suspended",
+    )
     members.reinstate(session, "BANKA")
     session.commit()
     refused(get_receipt(client, bank), 404, "receipt_not_found")
@@ -124,8 +129,11 @@ def test_a_suspended_member_is_refused_and_reinstated_member_is_not(
 def test_a_signature_for_another_path_is_refused(client: FlaskClient, bank: Member) -> None:
     response = get_receipt(client, bank)
     headers = {k: v for k, v in response.request.headers.items()}
-    refused(client.get("/v1/receipts/other-report-id", headers=headers), 401,
-            "request_signature_invalid")  # fmt: skip
+    refused(
+        client.get("/v1/receipts/other-report-id", headers=headers),
+        401,
+        "request_signature_invalid",
+    )
 
 
 def test_the_signature_must_cover_the_required_components(
@@ -134,5 +142,6 @@ def test_the_signature_must_cover_the_required_components(
     response = get_receipt(client, bank)
     headers = {k: v for k, v in response.request.headers.items()}
     headers["Signature-Input"] = headers["Signature-Input"].replace(' "content-digest"', "")
-    refused(client.get("/v1/receipts/does-not-exist", headers=headers), 401,
-            "request_missing_component")  # fmt: skip
+    refused(
+        client.get("/v1/receipts/does-not-exist", headers=headers), 401, "request_missing_component"
+    )

@@ -80,7 +80,16 @@ def test_errors_are_explained_without_a_traceback(env: dict[str, str], tmp_path:
     assert run(env, "keys", "add", "NOPE", str(pem)).exit_code != 0
     again = run(env, "keys", "add", "BANKA", str(pem))
     assert run(env, "keys", "add", "BANKA", str(pem)).exit_code != 0 and again.exit_code == 0
-    window = run(env, "keys", "add", "BANKA", str(public_pem(tmp_path, "k2.pem")[0]),
-                 "--not-before", "2030-01-01", "--not-after", "2029-01-01")  # fmt: skip
+    window = run(
+        env,
+        "keys",
+        "add",
+        "BANKA",
+        str(public_pem(tmp_path, "k2.pem")[0]),
+        "--not-before",
+        "2030-01-01",
+        "--not-after",
+        "2029-01-01",
+    )
     assert window.exit_code != 0 and "not_after" in window.output
     assert run(env, "keys", "revoke", "0" * 32).exit_code != 0

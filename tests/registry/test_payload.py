@@ -50,11 +50,25 @@ def test_address_is_optional() -> None:
 @pytest.mark.parametrize(
     "field",
     [
-        "version", "report_id", "institution", "account_ref", "sequence", "kind", "borrower",
-        "product", "currency", "overdue_principal", "overdue_interest", "penalty",
-        "days_past_due", "first_delinquency_date", "as_of_date", "contact", "collection_stage",
+        "version",
+        "report_id",
+        "institution",
+        "account_ref",
+        "sequence",
+        "kind",
+        "borrower",
+        "product",
+        "currency",
+        "overdue_principal",
+        "overdue_interest",
+        "penalty",
+        "days_past_due",
+        "first_delinquency_date",
+        "as_of_date",
+        "contact",
+        "collection_stage",
     ],
-)  # fmt: skip
+)
 def test_every_top_level_field_is_required(field: str) -> None:
     doc = payload()
     del doc[field]
@@ -204,7 +218,8 @@ def test_lost_contact_needs_two_different_channels(channels: list[str]) -> None:
     doc = lost_contact(since=TODAY.isoformat(), channels_tried=channels)
     found = rules_of(doc)
     assert ("contact.channels_tried", "lost_contact_channels") in found or (
-        "contact.channels_tried", "unique"
+        "contact.channels_tried",
+        "unique",
     ) in found
 
 

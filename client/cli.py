@@ -1,0 +1,219 @@
+"""The member bank's ``registry-client`` command: keys, signing, submission, receipts.
+
+Exit codes let scripts tell outcomes apart: 0 success, 1 refused or invalid (do not retry
+unchanged), 2 usage error (click), 3 registry unreachable or failing (safe to retry later: a
+resubmitted envelope gets its original receipt).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from client import keys as keyfiles
+from client.errors import ClientError, ReceiptInvalid, RegistryError, TransportError
+from client.http import RegistryClient
+from client.receipts import load_registry_keys, verify_receipt
+from client.reports import sign_file
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+EXIT_REFUSED = 1
+EXIT_UNAVAILABLE = 3
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUT = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+def _fail(message: str, code: int = EXIT_REFUSED) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _client(url: str, key_path: Path, timeout: float, retries: int) -> RegistryClient:
+    key: Ed25519PrivateKey = keyfiles.load_private_key(key_path)
+    return RegistryClient(url, key, keyfiles.key_id(key), timeout=timeout, retries=retries)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ClientError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _echo_bytes(data: bytes) -> None:
+    """Write bytes unchanged to stdout (receipts and envelopes are kept byte for byte)."""
+    stream = click.get_binary_stream("stdout")
+    stream.write(data if data.endswith(b"\n") else data + b"\n")
+    stream.flush()
+
+
+_url_option = click.option("--url", required=True, help="registry base URL, e.g. https://host")
+_key_option = click.option(
+    "--key", "key_path", required=True, type=_FILE, help="the member's private key (PEM)"
+)
+_timeout_option = click.option(
+    "--timeout", default=30.0, show_default=True, help="seconds per HTTP attempt"
+)
+_retries_option = click.option(
+    "--retries",
+    default=3,
+    show_default=True,
+    help="extra attempts after a connection error, 429 or 5xx",
+)
+
+
+@click.group()
+@click.version_option("0.1.0", prog_name="registry-client")
+def cli() -> None:
+    """Sign and submit delinquency reports to the shared registry; keep and check receipts."""
+
+
+@cli.command()
+@click.option(
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="directory for NAME-private.pem (mode 0600) and NAME-public.pem",
+)
+@click.option("--name", default="member", show_default=True, help="file name prefix")
+def keygen(out_dir: Path, name: str) -> None:
+    """Generate an Ed25519 key pair and print its key id.
+
+    Send NAME-public.pem to the registry operator (who runs `registry keys add CODE FILE`);
+    the private key never leaves the bank.
+    """
+    pair = keyfiles.generate_key_pair(out_dir, name)
+    click.echo(f"private key: {pair.private_path}", err=True)
+    click.echo(f"public key:  {pair.public_path}", err=True)
+    click.echo(pair.keyid)
+
+
+@cli.command()
+@click.argument("public_pem", type=_FILE)
+def keyid(public_pem: Path) -> None:
+    """Print the key id of PUBLIC_PEM (first 32 hex digits of SHA-256 of the raw key)."""
+    click.echo(keyfiles.key_id_of_public_pem(public_pem.read_bytes()))
+
+
+@cli.command()
+@click.argument("report", type=_FILE)
+@_key_option
+@click.option("--out", type=_OUT, help="write the envelope here instead of stdout")
+def sign(report: Path, key_path: Path, out: Path | None) -> None:
+    """Sign REPORT.json (its exact bytes) into a DSSE envelope."""
+    key = keyfiles.load_private_key(key_path)
+    envelope = sign_file(report, key, keyfiles.key_id(key))
+    if out is None:
+        _echo_bytes(envelope)
+    else:
+        _write(out, envelope)
+        click.echo(f"envelope written to {out}", err=True)
+
+
+@cli.command()
+@click.argument("envelope", type=_FILE)
+@_url_option
+@_key_option
+@click.option("--receipt-out", type=_OUT, help="also write the receipt to this file")
+@click.option(
+    "--registry-keys",
+    "registry_keys",
+    help="file or URL of the registry keys: verify the receipt against the envelope",
+)
+@_timeout_option
+@_retries_option
+def submit(
+    envelope: Path,
+    url: str,
+    key_path: Path,
+    receipt_out: Path | None,
+    registry_keys: str | None,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Submit ENVELOPE.json and print the registry's receipt.
+
+    A resubmission of the same envelope is answered 200 with the original receipt.
+    """
+    raw = envelope.read_bytes()
+    result = _client(url, key_path, timeout, retries).submit(raw)
+    if registry_keys is not None:
+        verified = verify_receipt(result.receipt, load_registry_keys(registry_keys), envelope=raw)
+        click.echo(f"receipt verified: log_index {verified['log_index']}", err=True)
+    if receipt_out is not None:
+        _write(receipt_out, result.receipt)
+    state = "accepted (201 Created)" if result.created else "already accepted (200 OK)"
+    click.echo(state, err=True)
+    _echo_bytes(result.receipt)
+
+
+@cli.group()
+def receipt() -> None:
+    """Fetch receipts again and verify them."""
+
+
+@receipt.command("get")
+@click.argument("report_id")
+@_url_option
+@_key_option
+@click.option("--out", type=_OUT, help="write the receipt here instead of stdout")
+@_timeout_option
+@_retries_option
+def receipt_get(
+    report_id: str, url: str, key_path: Path, out: Path | None, timeout: float, retries: int
+) -> None:
+    """Fetch the receipt of REPORT_ID (one of this member's reports)."""
+    body = _client(url, key_path, timeout, retries).receipt(report_id)
+    if out is None:
+        _echo_bytes(body)
+    else:
+        _write(out, body)
+
+
+@receipt.command("verify")
+@click.argument("receipt_file", metavar="RECEIPT.json", type=_FILE)
+@click.option(
+    "--registry-keys",
+    "registry_keys",
+    required=True,
+    help="registry keys JSON file, a PEM public key, or the /v1/registry-keys URL",
+)
+@click.option(
+    "--envelope",
+    type=_FILE,
+    help="the envelope as submitted: check the receipt names its digest and report id",
+)
+@click.option("--report-id", help="check the receipt is for this report id")
+def receipt_verify(
+    receipt_file: Path, registry_keys: str, envelope: Path | None, report_id: str | None
+) -> None:
+    """Verify RECEIPT.json and print its payload; exit 1 naming the failed check."""
+    payload = verify_receipt(
+        receipt_file.read_bytes(),
+        load_registry_keys(registry_keys),
+        envelope=envelope.read_bytes() if envelope is not None else None,
+        report_id=report_id,
+    )
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def main() -> None:
+    """Console entry point: turn the client's errors into a message and an exit code."""
+    try:
+        cli(standalone_mode=True)
+    except RegistryError as exc:
+        unavailable = exc.status >= 500 or exc.status == 429
+        _fail(exc.describe(), EXIT_UNAVAILABLE if unavailable else EXIT_REFUSED)
+    except TransportError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except ReceiptInvalid as exc:
+        _fail(f"receipt invalid: {exc}")
+    except ClientError as exc:
+        _fail(str(exc))

@@ -1,0 +1,80 @@
+"""JSON for signed documents: no duplicated keys, no floats, no NaN, bounded nesting.
+
+Python's ``json`` keeps the last of duplicated keys silently and turns decimals into floats;
+either would let two parsers disagree about what a signed document says.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from crypto.errors import StrictJSONError
+
+MAX_INT_DIGITS = 20
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise StrictJSONError("duplicate_key", f"key {key[:40]!r} appears more than once")
+        out[key] = value
+    return out
+
+
+def _float(_text: str) -> Any:
+    raise StrictJSONError(
+        "float_not_allowed", "numbers with a fraction or exponent are not allowed; use strings"
+    )
+
+
+def _constant(_text: str) -> Any:
+    raise StrictJSONError("non_finite_number", "NaN and Infinity are not JSON")
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise StrictJSONError("invalid_json", f"integers have at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _depth(text: str) -> int:
+    """Deepest bracket nesting outside strings, found without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_strict(raw: bytes, *, max_depth: int = 32) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StrictJSONError("invalid_utf8", "the document is not valid UTF-8") from None
+    if _depth(text) > max_depth:
+        raise StrictJSONError("too_deep", f"nesting deeper than {max_depth} levels")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_float=_float,
+            parse_int=_int,
+            parse_constant=_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise StrictJSONError("invalid_json", f"not JSON: {exc.msg} at offset {exc.pos}") from None
