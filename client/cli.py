@@ -30,9 +30,27 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _OUT = click.Path(dir_okay=False, writable=True, path_type=Path)
 
 
-def _fail(message: str, code: int = EXIT_REFUSED) -> None:
+class _Cli(click.Group):
+    """Turns the client's errors into a message on stderr and an exit code, for every command."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RegistryError as exc:
+            unavailable = exc.status >= 500 or exc.status == 429
+            _fail(ctx, exc.describe(), EXIT_UNAVAILABLE if unavailable else EXIT_REFUSED)
+        except TransportError as exc:
+            _fail(ctx, str(exc), EXIT_UNAVAILABLE)
+        except ReceiptInvalid as exc:
+            _fail(ctx, f"receipt invalid: {exc}", EXIT_REFUSED)
+        except ClientError as exc:
+            _fail(ctx, str(exc), EXIT_REFUSED)
+        return None
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    ctx.exit(code)
 
 
 def _client(url: str, key_path: Path, timeout: float, retries: int) -> RegistryClient:
@@ -48,10 +66,11 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _echo_bytes(data: bytes) -> None:
-    """Write bytes unchanged to stdout (receipts and envelopes are kept byte for byte)."""
-    stream = click.get_binary_stream("stdout")
-    stream.write(data if data.endswith(b"\n") else data + b"\n")
-    stream.flush()
+    """Write bytes unchanged to stdout, so ``> file`` keeps them byte for byte.
+
+    Only an interactive terminal gets a trailing newline, for the prompt's sake.
+    """
+    click.echo(data, nl=sys.stdout.isatty() and not data.endswith(b"\n"))
 
 
 _url_option = click.option("--url", required=True, help="registry base URL, e.g. https://host")
@@ -69,7 +88,7 @@ _retries_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=_Cli)
 @click.version_option("0.1.0", prog_name="registry-client")
 def cli() -> None:
     """Sign and submit delinquency reports to the shared registry; keep and check receipts."""
@@ -205,15 +224,5 @@ def receipt_verify(
 
 
 def main() -> None:
-    """Console entry point: turn the client's errors into a message and an exit code."""
-    try:
-        cli(standalone_mode=True)
-    except RegistryError as exc:
-        unavailable = exc.status >= 500 or exc.status == 429
-        _fail(exc.describe(), EXIT_UNAVAILABLE if unavailable else EXIT_REFUSED)
-    except TransportError as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
-    except ReceiptInvalid as exc:
-        _fail(f"receipt invalid: {exc}")
-    except ClientError as exc:
-        _fail(str(exc))
+    """Console entry point (``registry-client``)."""
+    cli()

@@ -169,7 +169,7 @@ class RegistryClient:
         """Exponential back-off with jitter, or the server's ``Retry-After`` seconds (capped)."""
         if retry_after is not None and retry_after.strip().isdigit():
             return min(float(retry_after.strip()), RETRY_AFTER_CAP)
-        base = min(self._max_backoff, self._backoff * (2**attempt))
+        base: float = min(self._max_backoff, self._backoff * (2**attempt))
         return base * (0.5 + secrets.randbelow(1000) / 2000)
 
 

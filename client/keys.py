@@ -116,4 +116,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
-

@@ -34,7 +34,7 @@ def serialize_payload(document: Mapping[str, Any]) -> bytes:
 def _refuse_floats(value: Any, path: str) -> None:
     if isinstance(value, float):
         raise ReportError(
-            f"{path or 'payload'} is a float; amounts are decimal strings such as \"1234.50\""
+            f'{path or "payload"} is a float; amounts are decimal strings such as "1234.50"'
         )
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -53,9 +53,7 @@ def check_payload_bytes(payload: bytes) -> dict[str, Any]:
     try:
         document = strictjson.loads_strict(payload)
     except StrictJSONError as exc:
-        raise ReportError(f"the payload is not acceptable JSON: {exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ReportError(f"the payload is not UTF-8 JSON: {exc}") from None
+        raise ReportError(f"the payload is not acceptable JSON ({exc.rule}): {exc.detail}") from None
     if not isinstance(document, dict):
         raise ReportError("the payload must be a JSON object")
     return document

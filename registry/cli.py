@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,9 +75,13 @@ def init(ctx: click.Context) -> None:
 def migrate(ctx: click.Context) -> None:
     """Upgrade the database schema to the current head."""
     settings: Settings = ctx.obj
-    if settings.is_sqlite:
-        settings.instance_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings)
+    if settings.is_sqlite and engine.url.database:
+        # NOTE: the file holds no plaintext personal data, but nobody else needs to read it;
+        # SQLite gives its -wal and -shm files the same mode as the database file.
+        path = Path(engine.url.database)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
         upgrade_to_head(engine)
     finally:

@@ -30,9 +30,7 @@ def test_the_public_allow_list_names_real_endpoints(app: Flask) -> None:
     assert len(endpoints - PUBLIC) >= 2
 
 
-def test_every_non_public_route_refuses_anonymous_callers(
-    app: Flask, client: FlaskClient
-) -> None:
+def test_every_non_public_route_refuses_anonymous_callers(app: Flask, client: FlaskClient) -> None:
     for endpoint, method, path in _routes(app):
         response = client.open(path, method=method, data=b"{}")
         if endpoint in PUBLIC:

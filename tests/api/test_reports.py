@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +35,7 @@ from registry.models import (
     ComplianceViolation,
     DataKey,
     Delinquency,
+    Institution,
     Report,
     RequestNonce,
 )
@@ -386,3 +389,37 @@ def test_nonces_of_refused_reports_are_still_consumed(
 ) -> None:
     post_envelope(client, bank, b"{}", nonce="nonce-of-a-refused-request-01")
     assert session.scalar(select(func.count()).select_from(RequestNonce)) == 1
+
+
+# --- every byte of an accepted envelope matters ---------------------------------------------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_single_byte_change_of_a_signed_envelope_is_refused(
+    client: FlaskClient, session: Session, data: st.DataObject
+) -> None:
+    bank = _member_once(session)
+    raw = envelope(bank, payload(bank))
+    position = data.draw(st.integers(0, len(raw) - 1), label="position")
+    value = data.draw(st.integers(0, 255).filter(lambda b: b != raw[position]), label="value")
+    mutated = raw[:position] + bytes([value]) + raw[position + 1 :]
+    response = post_envelope(client, bank, mutated)
+    assert response.status_code >= 400, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert counts(session)["reports"] == 0
+
+
+def _member_once(session: Session) -> Member:
+    """One member for all hypothesis examples of a test (fixtures run once per test)."""
+    session.expire_all()
+    existing = session.scalar(select(Institution).where(Institution.code == "BANKP"))
+    if existing is None:
+        _MEMBERS["BANKP"] = admit(session, "BANKP")
+    session.commit()
+    return _MEMBERS["BANKP"]
+
+
+_MEMBERS: dict[str, Member] = {}
