@@ -53,7 +53,9 @@ def check_payload_bytes(payload: bytes) -> dict[str, Any]:
     try:
         document = strictjson.loads_strict(payload)
     except StrictJSONError as exc:
-        raise ReportError(f"the payload is not acceptable JSON ({exc.rule}): {exc.detail}") from None
+        raise ReportError(
+            f"the payload is not acceptable JSON ({exc.rule}): {exc.detail}"
+        ) from None
     if not isinstance(document, dict):
         raise ReportError("the payload must be a JSON object")
     return document

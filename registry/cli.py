@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,9 +14,11 @@ import click
 from sqlalchemy.orm import Session
 
 from registry import members
+from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
-from registry.secrets import init_instance
+from registry.policy import DEFAULT_POLICY
+from registry.secrets import init_instance, load_key_material
 from registry.settings import Settings
 
 
@@ -189,6 +192,44 @@ def keys_revoke(ctx: click.Context, keyid: str, at: str | None) -> None:
     with _session(ctx) as session:
         key = members.revoke_key(session, keyid, _now(), at=_when(at))
         click.echo(f"revoked {key.keyid} from {key.revoked_at}")
+
+
+def _sweep_once(settings: Settings) -> str:
+    engine = make_engine(settings)
+    try:
+        clearer = Clearer(load_key_material(settings), DEFAULT_POLICY)
+        report = clearer.sweep(make_session_factory(engine), _now())
+    finally:
+        engine.dispose()
+    cleared = ", ".join(f"{rule}={n}" for rule, n in report.cleared.items())
+    return (
+        f"cleared: {cleared}; certificates expired={report.certificates_expired}; "
+        f"tombstones anonymised={report.tombstones_anonymised}; "
+        f"nonces purged={report.nonces_purged}"
+    )
+
+
+@cli.command()
+@click.pass_context
+def sweep(ctx: click.Context) -> None:
+    """Apply every time-based rule once (retention, maximum age, certificate expiry).
+
+    Idempotent, and safe to run while another sweep or the worker runs.
+    """
+    click.echo(_sweep_once(ctx.obj))
+
+
+@cli.command()
+@click.option("--interval", default=300, show_default=True, help="seconds between sweeps")
+@click.option("--once", is_flag=True, help="run one sweep and exit")
+@click.pass_context
+def worker(ctx: click.Context, interval: int, once: bool) -> None:
+    """Run the sweeper on a schedule until stopped."""
+    while True:
+        click.echo(f"{_now().isoformat(timespec='seconds')} {_sweep_once(ctx.obj)}")
+        if once:
+            return
+        time.sleep(interval)
 
 
 def main() -> None:

@@ -13,14 +13,15 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
+from registry import lifecycle, receipts
 from registry import payload as p
-from registry import receipts
+from registry.clearing import Clearer, ClearReason
 from registry.errors import (
     Conflict,
     FieldError,
@@ -36,6 +37,7 @@ from registry.models import (
     Institution,
     MemberKey,
     Report,
+    Tombstone,
 )
 from registry.policy import INTEREST_CAP, PENALTY_CAP, Policy
 from registry.secrets import KeyMaterial
@@ -58,6 +60,7 @@ class Intake:
         self._material = material
         self._policy = policy
         self._vault = Vault(material.keyring)
+        self._clearer = Clearer(material, policy)
 
     def submit(
         self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
@@ -107,7 +110,8 @@ class Intake:
                 code="institution_mismatch",
                 errors=[FieldError("institution", "is_caller", "must be the calling member")],
             )
-        self._check_caps(session, caller, report, now)
+        if report.state is not None:
+            self._check_caps(session, caller, report.state, now)
         delinquency, key = self._apply(session, caller, report, now)
         return self._record(session, caller, delinquency, key, report, raw, digest, now)
 
@@ -161,7 +165,7 @@ class Intake:
         return envelope
 
     def _check_caps(
-        self, session: Session, caller: Institution, report: p.ReportPayload, now: dt.datetime
+        self, session: Session, caller: Institution, report: p.AccountState, now: dt.datetime
     ) -> None:
         errors = []
         penalty_limit = self._policy.penalty_limit(report.overdue_principal)
@@ -197,8 +201,11 @@ class Intake:
 
     def _apply(
         self, session: Session, caller: Institution, report: p.ReportPayload, now: dt.datetime
-    ) -> tuple[Delinquency, bytes]:
-        """Open or update the account's record; returns it with its plaintext data key."""
+    ) -> tuple[Delinquency | None, bytes | None]:
+        """Apply the report to the account's record; returns the record and its data key.
+
+        Returns ``(None, None)`` when the report cleared the record (it no longer exists).
+        """
         index = self._material.blind_index
         account_index = index.digest("account_ref", f"{caller.code}\x00{report.account_ref}")
         current = session.scalar(
@@ -209,7 +216,9 @@ class Intake:
             )
             .with_for_update()
         )
-        if current is not None and report.sequence <= current.sequence:
+        if current is None:
+            self._check_not_cleared(session, caller, account_index, report)
+        elif report.sequence <= current.sequence:
             raise Conflict(
                 f"sequence {report.sequence} is not after the account's current sequence",
                 code="sequence_stale",
@@ -222,37 +231,123 @@ class Intake:
                     code="account_already_open",
                     extra={"current_sequence": current.sequence},
                 )
-            return self._open(session, caller, report, account_index, now)
+            assert report.state is not None
+            return self._open(session, caller, report, report.state, account_index, now)
         if current is None:
             raise Conflict(
                 "the account has no open record; send an open report first",
                 code="account_not_open",
             )
-        id_index = index.digest("national_id", report.borrower.national_id)
-        if current.borrower.id_index != id_index:
+        if current.status == "settled":
+            raise Conflict(
+                "the account is settled and awaits clearing; it takes no further reports",
+                code="account_settled",
+                extra={"current_sequence": current.sequence},
+            )
+        key = self._vault.open_key(current.data_key)
+        current.sequence = report.sequence
+        current.updated_at = now
+        if report.state is not None:
+            self._check_same_borrower(current, report.state)
+            self._write_state(current, report.state, key)
+        elif report.payment is not None:
+            if report.payment.date < current.first_delinquency_date:
+                raise ValidationFailed(
+                    "the payment predates the delinquency",
+                    errors=[
+                        FieldError(
+                            "payment.date",
+                            "not_before_first_delinquency",
+                            "must not be before the record's first delinquency date",
+                        )
+                    ],
+                )
+            if lifecycle.apply_payment(current, report.payment.amount):
+                return self._settle(session, current, report, p.SettlementType.PAID_IN_FULL,
+                                    report.payment.date, key, now)  # fmt: skip
+        elif report.settlement is not None:
+            return self._settle(session, current, report, report.settlement.type,
+                                report.settlement.date, key, now)  # fmt: skip
+        elif report.withdrawal is not None:
+            reason = (
+                ClearReason.FRAUD
+                if report.withdrawal.reason is p.WithdrawalReason.FRAUD
+                else ClearReason.REPORTED_IN_ERROR
+            )
+            self._clearer.clear(session, current, reason, now, account_ref=report.account_ref)
+            return None, None
+        return current, key
+
+    def _check_not_cleared(
+        self,
+        session: Session,
+        caller: Institution,
+        account_index: bytes,
+        report: p.ReportPayload,
+    ) -> None:
+        """A cleared account never comes back through a late or replayed report."""
+        last = session.scalar(
+            select(func.max(Tombstone.last_sequence)).where(
+                Tombstone.institution_id == caller.id, Tombstone.account_index == account_index
+            )
+        )
+        if last is None:
+            return
+        if report.kind is not p.Kind.OPEN or report.sequence <= last:
+            raise Conflict(
+                "the account's record was cleared; only a new delinquency (an open report with "
+                "a sequence after the last one) can be reported for it",
+                code="account_cleared",
+                extra={"current_sequence": last},
+            )
+
+    def _settle(
+        self,
+        session: Session,
+        record: Delinquency,
+        report: p.ReportPayload,
+        kind: p.SettlementType,
+        on: dt.date,
+        key: bytes,
+        now: dt.datetime,
+    ) -> tuple[Delinquency | None, bytes | None]:
+        record.status = "settled"
+        record.settled_on = on
+        record.settlement_type = kind.value
+        if self._policy.clear_on_settlement:
+            # NOTE: same transaction as the settling report: there is no moment at which the
+            # registry has acknowledged a settlement but still shows the debt.
+            self._clearer.clear(
+                session, record, ClearReason.SETTLED, now, account_ref=report.account_ref
+            )
+            return None, None
+        return record, key
+
+    def _check_same_borrower(self, record: Delinquency, state: p.AccountState) -> None:
+        id_index = self._material.blind_index.digest("national_id", state.borrower.national_id)
+        if record.borrower.id_index != id_index:
             raise ValidationFailed(
-                "an update cannot move an account to another borrower",
+                "a report cannot move an account to another borrower",
                 errors=[
                     FieldError(
                         "borrower.national_id",
                         "matches_account",
-                        "must be the borrower the account was opened for",
+                        "must be the borrower the account was opened for "
+                        "(withdraw the record and open it again if it was wrong)",
                     )
                 ],
             )
-        key = self._vault.open_key(current.data_key)
-        self._write_state(current, report, key, now)
-        return current, key
 
     def _open(
         self,
         session: Session,
         caller: Institution,
         report: p.ReportPayload,
+        state: p.AccountState,
         account_index: bytes,
         now: dt.datetime,
     ) -> tuple[Delinquency, bytes]:
-        borrower = self._borrower(session, report.borrower.national_id, now)
+        borrower = self._borrower(session, state.borrower.national_id, now)
         data_key, key = self._vault.new_key(session, now)
         ref = secrets.token_hex(16)
         seal = self._vault.seal
@@ -265,16 +360,17 @@ class Intake:
             account_ref_ct=seal(
                 key, "delinquencies", "account_ref", ref, report.account_ref.encode()
             ),
+            sequence=report.sequence,
+            status="open",
             opened_at=now,
+            updated_at=now,
         )
-        self._write_state(record, report, key, now)
+        self._write_state(record, state, key)
         session.add(record)
         return record, key
 
-    def _write_state(
-        self, record: Delinquency, report: p.ReportPayload, key: bytes, now: dt.datetime
-    ) -> None:
-        seal, ref, who = self._vault.seal, record.ref, report.borrower
+    def _write_state(self, record: Delinquency, state: p.AccountState, key: bytes) -> None:
+        seal, ref, who = self._vault.seal, record.ref, state.borrower
         record.name_ct = seal(key, "delinquencies", "name", ref, who.name.encode())
         record.phone_ct = seal(key, "delinquencies", "phone", ref, who.phone.encode())
         record.address_ct = (
@@ -282,20 +378,19 @@ class Intake:
             if who.address is not None
             else None
         )
-        record.product = report.product.value
-        record.currency = report.currency
-        record.overdue_principal = report.overdue_principal
-        record.overdue_interest = report.overdue_interest
-        record.penalty = report.penalty
-        record.days_past_due = report.days_past_due
-        record.first_delinquency_date = report.first_delinquency_date
-        record.as_of_date = report.as_of_date
-        record.contact_status = report.contact.status.value
-        record.lost_contact_since = report.contact.since
-        record.channels_tried = ",".join(c.value for c in report.contact.channels_tried)
-        record.collection_stage = report.collection_stage.value
-        record.sequence = report.sequence
-        record.updated_at = now
+        record.product = state.product.value
+        record.currency = state.currency
+        record.overdue_principal = state.overdue_principal
+        record.overdue_interest = state.overdue_interest
+        record.penalty = state.penalty
+        record.days_past_due = state.days_past_due
+        record.classification = self._policy.classify(state.product, state.days_past_due).value
+        record.first_delinquency_date = state.first_delinquency_date
+        record.as_of_date = state.as_of_date
+        record.contact_status = state.contact.status.value
+        record.lost_contact_since = state.contact.since
+        record.channels_tried = ",".join(c.value for c in state.contact.channels_tried)
+        record.collection_stage = state.collection_stage.value
 
     def _borrower(self, session: Session, national_id: str, now: dt.datetime) -> Borrower:
         id_index = self._material.blind_index.digest("national_id", national_id)
@@ -320,31 +415,48 @@ class Intake:
         self,
         session: Session,
         caller: Institution,
-        record: Delinquency,
-        key: bytes,
+        record: Delinquency | None,
+        key: bytes | None,
         report: p.ReportPayload,
         raw: bytes,
         digest: str,
         now: dt.datetime,
     ) -> IntakeResult:
+        """Keep the envelope as evidence beside its record and sign the receipt.
+
+        A report that cleared its record is acknowledged but not kept: keeping its envelope
+        would keep personal data the clearing has just destroyed.
+        """
         row = Report(
             institution_id=caller.id,
             report_id=report.report_id,
-            delinquency=record,
             sequence=report.sequence,
             kind=report.kind.value,
             envelope_sha256=digest,
-            envelope_ct=self._vault.seal(
-                key, "reports", "envelope", f"{record.ref}/{report.report_id}", raw
-            ),
+            envelope_ct=b"",
             receipt=b"",
             accepted_at=now,
+        )
+        if record is None or key is None:
+            session.flush()
+            receipt = receipts.sign_receipt(
+                self._material,
+                receipts.receipt_payload(
+                    report=row, institution=caller, accepted_at=now, log_index=None
+                ),
+            )
+            return IntakeResult(report.report_id, receipt, created=True)
+        row.delinquency = record
+        row.envelope_ct = self._vault.seal(
+            key, "reports", "envelope", f"{record.ref}/{report.report_id}", raw
         )
         session.add(row)
         session.flush()
         row.receipt = receipts.sign_receipt(
             self._material,
-            receipts.receipt_payload(report=row, institution=caller, accepted_at=now),
+            receipts.receipt_payload(
+                report=row, institution=caller, accepted_at=now, log_index=row.id
+            ),
         )
         session.flush()
         return IntakeResult(report.report_id, row.receipt, created=True)

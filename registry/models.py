@@ -197,6 +197,10 @@ class Delinquency(Base):
     lost_contact_since: Mapped[dt.date | None] = mapped_column(default=None)
     channels_tried: Mapped[str] = mapped_column(String(200), default="")
     collection_stage: Mapped[str] = mapped_column(String(32))
+    classification: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    settled_on: Mapped[dt.date | None] = mapped_column(default=None)
+    settlement_type: Mapped[str | None] = mapped_column(String(16), default=None)
     sequence: Mapped[int] = mapped_column(Integer)
     opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -246,3 +250,42 @@ class ComplianceViolation(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
     rule: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Tombstone(Base):
+    """What is left of a cleared record: who, why, when, and the last sequence it reached.
+
+    No personal data. ``account_index`` is the keyed blind index of the account (a pseudonym
+    only the registry's secret can reproduce); it lets the registry refuse a late or replayed
+    report that would otherwise bring the record back, and is erased by the sweeper once the
+    policy's maximum age has passed.
+    """
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    account_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    last_sequence: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))
+    cleared_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ClearanceCertificate(Base):
+    """A registry-signed certificate that a record was cleared, kept for the borrower a while.
+
+    Found by the borrower's blind index; the signed certificate is encrypted under its own data
+    key, destroyed with the row when the certificate expires.
+    """
+
+    __tablename__ = "clearance_certificates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    certificate_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+    data_key: Mapped[DataKey] = relationship()

@@ -32,6 +32,23 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 class Kind(enum.StrEnum):
     OPEN = "open"
     UPDATE = "update"
+    CORRECT = "correct"
+    PAYMENT = "payment"
+    SETTLE = "settle"
+    WITHDRAW = "withdraw"
+
+
+STATE_KINDS = frozenset({Kind.OPEN, Kind.UPDATE, Kind.CORRECT})
+
+
+class SettlementType(enum.StrEnum):
+    PAID_IN_FULL = "paid_in_full"
+    NEGOTIATED = "negotiated"
+
+
+class WithdrawalReason(enum.StrEnum):
+    REPORTED_IN_ERROR = "reported_in_error"
+    FRAUD = "fraud"
 
 
 class Product(enum.StrEnum):
@@ -83,14 +100,9 @@ class Contact:
 
 
 @dataclass(frozen=True)
-class ReportPayload:
-    """A validated version-1 report."""
+class AccountState:
+    """What ``open``, ``update`` and ``correct`` reports say about the account now."""
 
-    report_id: str
-    institution: str
-    account_ref: str
-    sequence: int
-    kind: Kind
     borrower: BorrowerIdentity
     product: Product
     currency: str
@@ -104,30 +116,59 @@ class ReportPayload:
     collection_stage: CollectionStage
 
     def __repr__(self) -> str:
+        return f"AccountState(product={self.product.value}, <personal fields redacted>)"
+
+
+@dataclass(frozen=True)
+class Payment:
+    amount: Decimal
+    date: dt.date
+
+
+@dataclass(frozen=True)
+class Settlement:
+    type: SettlementType
+    date: dt.date
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    reason: WithdrawalReason
+
+
+@dataclass(frozen=True)
+class ReportPayload:
+    """A validated version-1 report: the header, and the part its kind carries."""
+
+    report_id: str
+    institution: str
+    account_ref: str
+    sequence: int
+    kind: Kind
+    state: AccountState | None = None
+    payment: Payment | None = None
+    settlement: Settlement | None = None
+    withdrawal: Withdrawal | None = None
+
+    def __repr__(self) -> str:
         return f"ReportPayload(report_id={self.report_id!r}, kind={self.kind.value})"
 
 
-TOP_LEVEL = frozenset(
-    {
-        "version",
-        "report_id",
-        "institution",
-        "account_ref",
-        "sequence",
-        "kind",
-        "borrower",
-        "product",
-        "currency",
-        "overdue_principal",
-        "overdue_interest",
-        "penalty",
-        "days_past_due",
-        "first_delinquency_date",
-        "as_of_date",
-        "contact",
-        "collection_stage",
-    }
+HEADER_FIELDS = frozenset(
+    {"version", "report_id", "institution", "account_ref", "sequence", "kind"}
 )
+STATE_FIELDS = frozenset(
+    {
+        "borrower", "product", "currency", "overdue_principal", "overdue_interest", "penalty",
+        "days_past_due", "first_delinquency_date", "as_of_date", "contact", "collection_stage",
+    }
+)  # fmt: skip
+BODY_FIELDS: dict[Kind, frozenset[str]] = {
+    **{kind: STATE_FIELDS for kind in STATE_KINDS},
+    Kind.PAYMENT: frozenset({"payment"}),
+    Kind.SETTLE: frozenset({"settlement"}),
+    Kind.WITHDRAW: frozenset({"withdrawal"}),
+}
 BORROWER_FIELDS = frozenset({"national_id", "name", "phone", "address"})
 CONTACT_FIELDS = frozenset({"status", "since", "channels_tried"})
 
@@ -298,25 +339,41 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
             "the payload must be a JSON object",
             errors=[FieldError("payload", "type_object", "must be an object")],
         )
-    c.unknown(document, TOP_LEVEL, "")
-    version = c.take(document, "version", "", _integer(1, 1))
-    if version is None and not c.errors:
-        c.add("version", "supported_version", "must be 1")
+    c.take(document, "version", "", _integer(1, 1))
     report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
     institution = c.take(
-        document,
-        "institution",
-        "",
+        document, "institution", "",
         _string(_INSTITUTION, describe="the member's institution code"),
-    )
+    )  # fmt: skip
     account_ref = c.take(
-        document,
-        "account_ref",
-        "",
+        document, "account_ref", "",
         _string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
-    )
+    )  # fmt: skip
     sequence = c.take(document, "sequence", "", _integer(1, 2**53))
     kind = c.take(document, "kind", "", _choice(Kind))
+    latest = today + dt.timedelta(days=policy.as_of_future_tolerance_days)
+    body: dict[str, Any] = {}
+    if kind is not None:
+        c.unknown(document, HEADER_FIELDS | BODY_FIELDS[kind], "")
+        if kind in STATE_KINDS:
+            body["state"] = _state(c, document, latest)
+        elif kind is Kind.PAYMENT:
+            body["payment"] = _payment(c, document, latest)
+        elif kind is Kind.SETTLE:
+            body["settlement"] = _settlement(c, document, latest)
+        else:
+            body["withdrawal"] = _withdrawal(c, document)
+    if c.errors:
+        raise ValidationFailed("the report breaks the rules listed in errors", errors=c.errors)
+    assert report_id and institution and account_ref and sequence and kind
+    return ReportPayload(
+        report_id=report_id, institution=institution, account_ref=account_ref,
+        sequence=sequence, kind=kind, **body,
+    )  # fmt: skip
+
+
+def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountState | None:
+    before = len(c.errors)
     borrower = _borrower(c, document)
     product = c.take(document, "product", "", _choice(Product))
     currency = c.take(document, "currency", "", _currency)
@@ -329,43 +386,71 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
     contact = _contact(c, document)
     stage = c.take(document, "collection_stage", "", _choice(CollectionStage))
 
-    if as_of is not None and as_of > today + dt.timedelta(days=policy.as_of_future_tolerance_days):
+    if as_of is not None and as_of > latest:
         c.add("as_of_date", "not_in_future", "must not be in the future")
     if first is not None and as_of is not None:
         if first > as_of:
             c.add("first_delinquency_date", "not_after_as_of", "must not be after as_of_date")
         elif dpd is not None and dpd != (as_of - first).days + 1:
             c.add(
-                "days_past_due",
-                "agrees_with_dates",
+                "days_past_due", "agrees_with_dates",
                 "must equal as_of_date - first_delinquency_date + 1 "
                 "(the first overdue day is day 1)",
-            )
+            )  # fmt: skip
     if contact and contact.since and as_of and contact.since > as_of:
         c.add("contact.since", "not_after_as_of", "must not be after as_of_date")
-    if c.errors:
-        raise ValidationFailed("the report breaks the rules listed in errors", errors=c.errors)
-    assert report_id and institution and account_ref and sequence and kind and borrower
-    assert product and currency and principal is not None and interest is not None
-    assert penalty is not None and dpd and first and as_of and contact and stage
-    return ReportPayload(
-        report_id=report_id,
-        institution=institution,
-        account_ref=account_ref,
-        sequence=sequence,
-        kind=kind,
-        borrower=borrower,
-        product=product,
-        currency=currency,
-        overdue_principal=principal,
-        overdue_interest=interest,
-        penalty=penalty,
-        days_past_due=dpd,
-        first_delinquency_date=first,
-        as_of_date=as_of,
-        contact=contact,
-        collection_stage=stage,
-    )
+    if len(c.errors) > before:
+        return None
+    assert borrower and product and currency and principal is not None
+    assert interest is not None and penalty is not None and dpd and first and as_of
+    assert contact and stage
+    return AccountState(
+        borrower=borrower, product=product, currency=currency, overdue_principal=principal,
+        overdue_interest=interest, penalty=penalty, days_past_due=dpd,
+        first_delinquency_date=first, as_of_date=as_of, contact=contact, collection_stage=stage,
+    )  # fmt: skip
+
+
+def _payment(c: _Collector, document: dict[str, Any], latest: dt.date) -> Payment | None:
+    obj = c.take(document, "payment", "", _object)
+    if obj is None:
+        return None
+    c.unknown(obj, frozenset({"amount", "date"}), "payment.")
+    amount = c.take(obj, "amount", "payment.", _amount)
+    date = c.take(obj, "date", "payment.", _date)
+    if amount is not None and amount <= 0:
+        c.add("payment.amount", "positive", "must be greater than zero")
+        amount = None
+    if date is not None and date > latest:
+        c.add("payment.date", "not_in_future", "must not be in the future")
+        date = None
+    if amount is None or date is None:
+        return None
+    return Payment(amount=amount, date=date)
+
+
+def _settlement(c: _Collector, document: dict[str, Any], latest: dt.date) -> Settlement | None:
+    obj = c.take(document, "settlement", "", _object)
+    if obj is None:
+        return None
+    c.unknown(obj, frozenset({"type", "date"}), "settlement.")
+    kind = c.take(obj, "type", "settlement.", _choice(SettlementType))
+    date = c.take(obj, "date", "settlement.", _date)
+    if date is not None and date > latest:
+        c.add("settlement.date", "not_in_future", "must not be in the future")
+        date = None
+    if kind is None or date is None:
+        return None
+    return Settlement(type=kind, date=date)
+
+
+def _withdrawal(c: _Collector, document: dict[str, Any]) -> Withdrawal | None:
+    obj = c.take(document, "withdrawal", "", _object)
+    if obj is None:
+        return None
+    c.unknown(obj, frozenset({"reason"}), "withdrawal.")
+    reason = c.take(obj, "reason", "withdrawal.", _choice(WithdrawalReason))
+    return Withdrawal(reason=reason) if reason is not None else None
 
 
 def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | None:

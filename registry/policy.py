@@ -6,8 +6,11 @@ the overdue principal, and overdue interest of at most 24% a year on the overdue
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+
+from registry.classification import CARD_THRESHOLDS, LOAN_THRESHOLDS, Thresholds, Tier, classify
 
 CENT = Decimal("0.01")
 
@@ -55,6 +58,28 @@ class Policy:
     day_count_basis: int = 365
     max_amount: Decimal = Decimal("9999999999999999.99")
     as_of_future_tolerance_days: int = 1
+    # Clearing (DOMAIN.md fact 2): by default a settled record is cleared in the same
+    # transaction as the settling report; a number of days keeps it that long instead.
+    retention_days_after_settlement: int | None = None
+    # Negative information has a maximum life even unpaid: 5 years in China's rule.
+    max_age_days: int = 5 * 365 + 1
+    certificate_retention_days: int = 180
+    classification: Mapping[str, Thresholds] = field(
+        default_factory=lambda: {
+            "credit_card": CARD_THRESHOLDS,
+            "consumer_loan": LOAN_THRESHOLDS,
+            "online_loan": LOAN_THRESHOLDS,
+            "mortgage": LOAN_THRESHOLDS,
+            "business_loan": LOAN_THRESHOLDS,
+        }
+    )
+
+    @property
+    def clear_on_settlement(self) -> bool:
+        return self.retention_days_after_settlement is None
+
+    def classify(self, product: str, days_past_due: int) -> Tier:
+        return classify(self.classification[product], days_past_due)
 
     def penalty_limit(self, principal: Decimal) -> Decimal:
         """The largest penalty allowed, rounded half-up to the cent."""
@@ -67,7 +92,9 @@ class Policy:
 
     def describe(self, rule: Rule, limit: Decimal) -> str:
         rate = self.penalty_rate_cap if rule is PENALTY_CAP else self.annual_interest_rate_cap
-        return rule.requirement.format(rate=f"{(rate * 100).normalize():f}%", limit=f"limit {limit}")
+        return rule.requirement.format(
+            rate=f"{(rate * 100).normalize():f}%", limit=f"limit {limit}"
+        )
 
 
 DEFAULT_POLICY = Policy()

@@ -19,15 +19,17 @@ RECEIPT_PAYLOAD_TYPE = "application/vnd.delinquency-registry.receipt+json;versio
 
 
 def receipt_payload(
-    *, report: Report, institution: Institution, accepted_at: dt.datetime
+    *, report: Report, institution: Institution, accepted_at: dt.datetime, log_index: int | None
 ) -> dict[str, Any]:
+    """What the registry signs. ``log_index`` is None for a report that cleared its record."""
     return {
         "version": 1,
         "report_id": report.report_id,
         "institution": institution.code,
         "envelope_sha256": report.envelope_sha256,
         "sequence": report.sequence,
-        "log_index": report.id,
+        "log_index": log_index,
+        "kind": report.kind,
         "accepted_at": accepted_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

@@ -1,8 +1,8 @@
-"""Initial schema: members, keys, nonces, data keys, borrowers, delinquencies, reports.
+"""Initial schema: members and keys, nonces, data keys, borrowers, records, reports, tombstones.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 21:01:01.976286
+Create Date: 2026-11-22 21:31:11.740671
 """
 
 from collections.abc import Sequence
@@ -58,6 +58,22 @@ def upgrade() -> None:
     sa.UniqueConstraint('id_index', name=op.f('uq_borrowers_id_index')),
     sa.UniqueConstraint('ref', name=op.f('uq_borrowers_ref'))
     )
+    op.create_table('clearance_certificates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('ref', sa.String(length=32), nullable=False),
+    sa.Column('borrower_index', sa.LargeBinary(length=32), nullable=False),
+    sa.Column('data_key_id', sa.Integer(), nullable=False),
+    sa.Column('certificate_ct', sa.LargeBinary(), nullable=False),
+    sa.Column('issued_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['data_key_id'], ['data_keys.id'], name=op.f('fk_clearance_certificates_data_key_id_data_keys')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_clearance_certificates')),
+    sa.UniqueConstraint('ref', name=op.f('uq_clearance_certificates_ref'))
+    )
+    with op.batch_alter_table('clearance_certificates', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_clearance_certificates_borrower_index'), ['borrower_index'], unique=False)
+        batch_op.create_index(batch_op.f('ix_clearance_certificates_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('compliance_violations',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('institution_id', sa.Integer(), nullable=False),
@@ -85,6 +101,21 @@ def upgrade() -> None:
     with op.batch_alter_table('member_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_member_keys_institution_id'), ['institution_id'], unique=False)
 
+    op.create_table('tombstones',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('institution_id', sa.Integer(), nullable=False),
+    sa.Column('account_index', sa.LargeBinary(length=32), nullable=True),
+    sa.Column('last_sequence', sa.Integer(), nullable=False),
+    sa.Column('reason', sa.String(length=32), nullable=False),
+    sa.Column('cleared_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['institution_id'], ['institutions.id'], name=op.f('fk_tombstones_institution_id_institutions')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tombstones'))
+    )
+    with op.batch_alter_table('tombstones', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_tombstones_account_index'), ['account_index'], unique=False)
+        batch_op.create_index(batch_op.f('ix_tombstones_cleared_at'), ['cleared_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_tombstones_institution_id'), ['institution_id'], unique=False)
+
     op.create_table('delinquencies',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ref', sa.String(length=32), nullable=False),
@@ -108,6 +139,10 @@ def upgrade() -> None:
     sa.Column('lost_contact_since', sa.Date(), nullable=True),
     sa.Column('channels_tried', sa.String(length=200), nullable=False),
     sa.Column('collection_stage', sa.String(length=32), nullable=False),
+    sa.Column('classification', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('settled_on', sa.Date(), nullable=True),
+    sa.Column('settlement_type', sa.String(length=16), nullable=True),
     sa.Column('sequence', sa.Integer(), nullable=False),
     sa.Column('opened_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
@@ -151,6 +186,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_delinquencies_borrower_id'))
 
     op.drop_table('delinquencies')
+    with op.batch_alter_table('tombstones', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_tombstones_institution_id'))
+        batch_op.drop_index(batch_op.f('ix_tombstones_cleared_at'))
+        batch_op.drop_index(batch_op.f('ix_tombstones_account_index'))
+
+    op.drop_table('tombstones')
     with op.batch_alter_table('member_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_member_keys_institution_id'))
 
@@ -159,6 +200,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_compliance_violations_institution_id'))
 
     op.drop_table('compliance_violations')
+    with op.batch_alter_table('clearance_certificates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_clearance_certificates_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_clearance_certificates_borrower_index'))
+
+    op.drop_table('clearance_certificates')
     op.drop_table('borrowers')
     with op.batch_alter_table('request_nonces', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_request_nonces_expires_at'))

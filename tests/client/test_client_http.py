@@ -7,12 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from client.errors import ClientError, KeyFileError, RegistryError, TransportError
-from client.http import RegistryClient
-from client.keys import key_id
-from client.reports import sign_payload
-from crypto import ed25519, httpsig
 from test_client_fakes import (
     Answer,
     FakeRegistry,
@@ -21,6 +15,12 @@ from test_client_fakes import (
     report_document,
     running_registry,
 )
+
+from client.errors import ClientError, KeyFileError, RegistryError, TransportError
+from client.http import RegistryClient
+from client.keys import key_id
+from client.reports import sign_payload
+from crypto import ed25519, httpsig
 
 
 @pytest.fixture
@@ -64,9 +64,10 @@ def test_submit_sends_the_exact_envelope_signed(
     assert seen.keyid == key_id(member_key)
     assert seen.headers["Content-Type"] == "application/json"
     assert seen.headers["Content-Digest"] == httpsig.content_digest(envelope)
-    assert 'sig1=("@method" "@target-uri" "content-digest");created=' in seen.headers[
-        "Signature-Input"
-    ]
+    assert (
+        'sig1=("@method" "@target-uri" "content-digest");created='
+        in seen.headers["Signature-Input"]
+    )
     assert sleeps == []
 
 
@@ -88,7 +89,11 @@ def test_a_problem_answer_is_raised_with_its_details_and_not_retried(
         make_client(fake, member_key, sleeps).submit(envelope)
 
     error = info.value
-    assert (error.status, error.code, error.detail) == (422, "charging_cap_exceeded", "over the caps")
+    assert (error.status, error.code, error.detail) == (
+        422,
+        "charging_cap_exceeded",
+        "over the caps",
+    )
     assert error.field_errors == errors
     assert error.problem["type"] == "urn:delinquency-registry:problem:charging_cap_exceeded"
     assert "penalty: penalty_cap - too much" in str(error)

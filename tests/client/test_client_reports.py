@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_client_fakes import report_document
 
 from client.errors import ReportError
 from client.keys import key_id
@@ -21,7 +22,6 @@ from client.reports import (
 from crypto import dsse, ed25519
 from crypto.errors import SignatureInvalid
 from registry.payload import PAYLOAD_TYPE
-from test_client_fakes import report_document
 
 
 @pytest.fixture

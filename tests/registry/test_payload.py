@@ -11,7 +11,18 @@ import pytest
 
 from factories import national_id, payload
 from registry.errors import ValidationFailed
-from registry.payload import ContactStatus, Kind, parse_report, peek_report_id
+from registry.payload import (
+    HEADER_FIELDS,
+    ContactStatus,
+    Kind,
+    Payment,
+    Settlement,
+    SettlementType,
+    Withdrawal,
+    WithdrawalReason,
+    parse_report,
+    peek_report_id,
+)
 from registry.policy import DEFAULT_POLICY
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -33,18 +44,20 @@ def with_fields(**changes: Any) -> dict[str, Any]:
 
 def test_a_valid_report_parses_to_typed_values() -> None:
     report = parse(payload())
-    assert report.kind is Kind.OPEN
-    assert report.overdue_principal == Decimal("10000.00")
-    assert report.days_past_due == 30
-    assert report.contact.status is ContactStatus.REACHABLE
-    assert report.borrower.address is not None
-    assert "张三" not in repr(report) and "张三" not in repr(report.borrower)
+    assert report.kind is Kind.OPEN and report.state is not None
+    assert report.state.overdue_principal == Decimal("10000.00")
+    assert report.state.days_past_due == 30
+    assert report.state.contact.status is ContactStatus.REACHABLE
+    assert report.state.borrower.address is not None
+    for text in (repr(report), repr(report.state), repr(report.state.borrower)):
+        assert "张三" not in text
 
 
 def test_address_is_optional() -> None:
     doc = payload()
     del doc["borrower"]["address"]
-    assert parse(doc).borrower.address is None
+    state = parse(doc).state
+    assert state is not None and state.borrower.address is None
 
 
 @pytest.mark.parametrize(
@@ -103,7 +116,7 @@ def test_only_version_1_is_understood() -> None:
         ("sequence", 0, "range"),
         ("sequence", "1", "type_integer"),
         ("sequence", True, "type_integer"),
-        ("kind", "settle", "one_of"),
+        ("kind", "close", "one_of"),
         ("product", "payday", "one_of"),
         ("currency", "RMB", "iso4217"),
         ("currency", "cny", "iso4217"),
@@ -145,7 +158,8 @@ def test_amounts_are_non_negative_decimal_strings_with_two_places(
 @pytest.mark.parametrize("value", ["0", "0.5", "12.30", "9999999999999999.99"])
 def test_acceptable_amounts(value: str) -> None:
     doc = with_fields(overdue_principal=value, penalty="0", overdue_interest="0")
-    assert parse(doc).overdue_principal == Decimal(value)
+    state = parse(doc).state
+    assert state is not None and state.overdue_principal == Decimal(value)
 
 
 @pytest.mark.parametrize(
@@ -203,9 +217,9 @@ def lost_contact(**contact: Any) -> dict[str, Any]:
 
 def test_lost_contact_with_date_and_two_channels_is_accepted() -> None:
     since = (TODAY - dt.timedelta(days=10)).isoformat()
-    report = parse(lost_contact(since=since, channels_tried=["phone", "letter"]))
-    assert report.contact.status is ContactStatus.LOST_CONTACT
-    assert report.contact.since == TODAY - dt.timedelta(days=10)
+    state = parse(lost_contact(since=since, channels_tried=["phone", "letter"])).state
+    assert state is not None and state.contact.status is ContactStatus.LOST_CONTACT
+    assert state.contact.since == TODAY - dt.timedelta(days=10)
 
 
 def test_lost_contact_needs_its_date() -> None:
@@ -271,3 +285,58 @@ def test_parse_does_not_mutate_its_input() -> None:
     before = copy.deepcopy(doc)
     parse(doc)
     assert doc == before
+
+
+# --- the other kinds: payment, settle, withdraw, correct -------------------------------------
+
+
+def header(kind: str, **body: Any) -> dict[str, Any]:
+    doc = {k: v for k, v in payload().items() if k in HEADER_FIELDS}
+    return {**doc, "kind": kind, "sequence": 2, **body}
+
+
+def test_a_payment_carries_amount_and_date_only() -> None:
+    report = parse(header("payment", payment={"amount": "50.00", "date": TODAY.isoformat()}))
+    assert report.payment == Payment(Decimal("50.00"), TODAY)
+    assert report.state is None
+
+
+@pytest.mark.parametrize(
+    ("payment", "field", "rule"),
+    [
+        ({"amount": "0.00", "date": TODAY.isoformat()}, "payment.amount", "positive"),
+        ({"amount": 5, "date": TODAY.isoformat()}, "payment.amount", "decimal_string"),
+        ({"amount": "5.00"}, "payment.date", "required"),
+        ({"amount": "5.00", "date": "2999-01-01"}, "payment.date", "not_in_future"),
+        ({"amount": "5.00", "date": TODAY.isoformat(), "x": 1}, "payment.x", "unknown_field"),
+    ],
+)
+def test_payment_rules(payment: dict[str, Any], field: str, rule: str) -> None:
+    assert (field, rule) in rules_of(header("payment", payment=payment))
+
+
+def test_a_state_field_on_a_payment_is_refused() -> None:
+    doc = header("payment", payment={"amount": "5.00", "date": TODAY.isoformat()}, penalty="1")
+    assert ("penalty", "unknown_field") in rules_of(doc)
+
+
+def test_settle_names_how_and_when() -> None:
+    report = parse(header("settle", settlement={"type": "negotiated", "date": "2026-01-02"}))
+    assert report.settlement == Settlement(SettlementType.NEGOTIATED, dt.date(2026, 1, 2))
+    assert ("settlement.type", "one_of") in rules_of(
+        header("settle", settlement={"type": "forgiven", "date": "2026-01-02"})
+    )
+    assert ("settlement", "required") in rules_of(header("settle"))
+
+
+def test_withdraw_names_its_reason() -> None:
+    report = parse(header("withdraw", withdrawal={"reason": "fraud"}))
+    assert report.withdrawal == Withdrawal(WithdrawalReason.FRAUD)
+    assert ("withdrawal.reason", "one_of") in rules_of(
+        header("withdraw", withdrawal={"reason": "changed_my_mind"})
+    )
+
+
+def test_correct_carries_a_full_state_like_update() -> None:
+    report = parse(payload(kind="correct", sequence=3))
+    assert report.kind is Kind.CORRECT and report.state is not None
