@@ -263,11 +263,19 @@ class Intake:
                     ],
                 )
             if lifecycle.apply_payment(current, report.payment.amount):
-                return self._settle(session, current, report, p.SettlementType.PAID_IN_FULL,
-                                    report.payment.date, key, now)  # fmt: skip
+                return self._settle(
+                    session,
+                    current,
+                    report,
+                    p.SettlementType.PAID_IN_FULL,
+                    report.payment.date,
+                    key,
+                    now,
+                )
         elif report.settlement is not None:
-            return self._settle(session, current, report, report.settlement.type,
-                                report.settlement.date, key, now)  # fmt: skip
+            return self._settle(
+                session, current, report, report.settlement.type, report.settlement.date, key, now
+            )
         elif report.withdrawal is not None:
             reason = (
                 ClearReason.FRAUD

@@ -159,10 +159,19 @@ HEADER_FIELDS = frozenset(
 )
 STATE_FIELDS = frozenset(
     {
-        "borrower", "product", "currency", "overdue_principal", "overdue_interest", "penalty",
-        "days_past_due", "first_delinquency_date", "as_of_date", "contact", "collection_stage",
+        "borrower",
+        "product",
+        "currency",
+        "overdue_principal",
+        "overdue_interest",
+        "penalty",
+        "days_past_due",
+        "first_delinquency_date",
+        "as_of_date",
+        "contact",
+        "collection_stage",
     }
-)  # fmt: skip
+)
 BODY_FIELDS: dict[Kind, frozenset[str]] = {
     **{kind: STATE_FIELDS for kind in STATE_KINDS},
     Kind.PAYMENT: frozenset({"payment"}),
@@ -342,13 +351,17 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
     c.take(document, "version", "", _integer(1, 1))
     report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
     institution = c.take(
-        document, "institution", "",
+        document,
+        "institution",
+        "",
         _string(_INSTITUTION, describe="the member's institution code"),
-    )  # fmt: skip
+    )
     account_ref = c.take(
-        document, "account_ref", "",
+        document,
+        "account_ref",
+        "",
         _string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
-    )  # fmt: skip
+    )
     sequence = c.take(document, "sequence", "", _integer(1, 2**53))
     kind = c.take(document, "kind", "", _choice(Kind))
     latest = today + dt.timedelta(days=policy.as_of_future_tolerance_days)
@@ -367,9 +380,13 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
         raise ValidationFailed("the report breaks the rules listed in errors", errors=c.errors)
     assert report_id and institution and account_ref and sequence and kind
     return ReportPayload(
-        report_id=report_id, institution=institution, account_ref=account_ref,
-        sequence=sequence, kind=kind, **body,
-    )  # fmt: skip
+        report_id=report_id,
+        institution=institution,
+        account_ref=account_ref,
+        sequence=sequence,
+        kind=kind,
+        **body,
+    )
 
 
 def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountState | None:
@@ -393,10 +410,11 @@ def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountS
             c.add("first_delinquency_date", "not_after_as_of", "must not be after as_of_date")
         elif dpd is not None and dpd != (as_of - first).days + 1:
             c.add(
-                "days_past_due", "agrees_with_dates",
+                "days_past_due",
+                "agrees_with_dates",
                 "must equal as_of_date - first_delinquency_date + 1 "
                 "(the first overdue day is day 1)",
-            )  # fmt: skip
+            )
     if contact and contact.since and as_of and contact.since > as_of:
         c.add("contact.since", "not_after_as_of", "must not be after as_of_date")
     if len(c.errors) > before:
@@ -405,10 +423,18 @@ def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountS
     assert interest is not None and penalty is not None and dpd and first and as_of
     assert contact and stage
     return AccountState(
-        borrower=borrower, product=product, currency=currency, overdue_principal=principal,
-        overdue_interest=interest, penalty=penalty, days_past_due=dpd,
-        first_delinquency_date=first, as_of_date=as_of, contact=contact, collection_stage=stage,
-    )  # fmt: skip
+        borrower=borrower,
+        product=product,
+        currency=currency,
+        overdue_principal=principal,
+        overdue_interest=interest,
+        penalty=penalty,
+        days_past_due=dpd,
+        first_delinquency_date=first,
+        as_of_date=as_of,
+        contact=contact,
+        collection_stage=stage,
+    )
 
 
 def _payment(c: _Collector, document: dict[str, Any], latest: dt.date) -> Payment | None:

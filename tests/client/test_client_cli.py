@@ -100,9 +100,17 @@ def test_submit_prints_the_receipt_and_keeps_it(
     keys_file.write_text(json.dumps(fake.registry.keys_document()))
 
     result = run(
-        "submit", bank.envelope, "--url", fake.base_url, "--key", bank.pair.private_path,
-        "--receipt-out", tmp_path / "receipt.json", "--registry-keys", keys_file,
-    )  # fmt: skip
+        "submit",
+        bank.envelope,
+        "--url",
+        fake.base_url,
+        "--key",
+        bank.pair.private_path,
+        "--receipt-out",
+        tmp_path / "receipt.json",
+        "--registry-keys",
+        keys_file,
+    )
 
     assert result.exit_code == 0, result.output
     assert result.stdout_bytes == receipt
@@ -143,9 +151,15 @@ def test_submit_exits_3_when_the_registry_stays_unavailable(bank: Bank, fake: Fa
     busy.headers["Retry-After"] = "0"
     fake.answer(busy, busy)
     result = run(
-        "submit", bank.envelope, "--url", fake.base_url, "--key", bank.pair.private_path,
-        "--retries", "1",
-    )  # fmt: skip
+        "submit",
+        bank.envelope,
+        "--url",
+        fake.base_url,
+        "--key",
+        bank.pair.private_path,
+        "--retries",
+        "1",
+    )
     assert result.exit_code == 3
     assert len(fake.seen) == 2
 
@@ -167,9 +181,14 @@ def test_receipt_verify_with_a_keys_url_and_the_envelope(
     receipt_file = tmp_path / "receipt.json"
     receipt_file.write_bytes(fake.registry.receipt(signed_envelope(bank)))
     result = run(
-        "receipt", "verify", receipt_file,
-        "--registry-keys", f"{fake.base_url}/v1/registry-keys", "--envelope", bank.envelope,
-    )  # fmt: skip
+        "receipt",
+        "verify",
+        receipt_file,
+        "--registry-keys",
+        f"{fake.base_url}/v1/registry-keys",
+        "--envelope",
+        bank.envelope,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["report_id"] == "r-client-0001"
 
