@@ -99,13 +99,13 @@ def cli() -> None:
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="directory for NAME-private.pem (mode 0600) and NAME-public.pem",
+    help="directory for NAME.key.pem (mode 0600) and NAME.pub.pem",
 )
 @click.option("--name", default="member", show_default=True, help="file name prefix")
 def keygen(out_dir: Path, name: str) -> None:
     """Generate an Ed25519 key pair and print its key id.
 
-    Send NAME-public.pem to the registry operator (who runs `registry keys add CODE FILE`);
+    Send NAME.pub.pem to the registry operator (who runs `registry keys add CODE FILE`);
     the private key never leaves the bank.
     """
     pair = keyfiles.generate_key_pair(out_dir, name)

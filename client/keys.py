@@ -33,8 +33,8 @@ class KeyPair:
 
 
 def key_paths(out_dir: Path, name: str = "member") -> tuple[Path, Path]:
-    """``NAME-private.pem`` and ``NAME-public.pem`` in ``out_dir``: one naming rule everywhere."""
-    return out_dir / f"{name}-private.pem", out_dir / f"{name}-public.pem"
+    """``NAME.key.pem`` and ``NAME.pub.pem`` in ``out_dir``: one naming rule everywhere."""
+    return out_dir / f"{name}.key.pem", out_dir / f"{name}.pub.pem"
 
 
 def generate_key_pair(out_dir: Path, name: str = "member") -> KeyPair:

@@ -10,7 +10,7 @@ class MalformedEnvelope(CryptoError):
 
 
 class SignatureInvalid(CryptoError):
-    """No signature verifies."""
+    """No signature by a known key verifies."""
 
 
 class DecryptionError(CryptoError):
@@ -18,7 +18,11 @@ class DecryptionError(CryptoError):
 
 
 class RequestSignatureError(CryptoError):
-    """An RFC 9421 request signature is missing or does not hold; ``reason`` is a stable code."""
+    """An RFC 9421 request signature is missing or does not hold.
+
+    ``reason`` is a stable machine code for logs and API problems; ``detail`` is one human
+    sentence that never contains secrets.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -27,7 +31,7 @@ class RequestSignatureError(CryptoError):
 
 
 class StrictJSONError(CryptoError):
-    """JSON refused by the strict parser; ``rule`` is a stable code."""
+    """JSON refused by the strict parser; ``rule`` is a stable code naming the broken rule."""
 
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(detail)

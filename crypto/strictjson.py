@@ -1,13 +1,13 @@
 """JSON for signed documents: no duplicated keys, no floats, no NaN, bounded nesting.
 
-Python's ``json`` keeps the last of duplicated keys silently and turns decimals into floats;
-either would let two parsers disagree about what a signed document says.
+Python's ``json`` keeps the last of duplicated keys silently, turns decimals into floats and
+accepts ``NaN``; each would let two parsers disagree about what a signed document says.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto.errors import StrictJSONError
 
@@ -23,13 +23,13 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _float(_text: str) -> Any:
+def _float(_text: str) -> NoReturn:
     raise StrictJSONError(
         "float_not_allowed", "numbers with a fraction or exponent are not allowed; use strings"
     )
 
 
-def _constant(_text: str) -> Any:
+def _constant(_text: str) -> NoReturn:
     raise StrictJSONError("non_finite_number", "NaN and Infinity are not JSON")
 
 
@@ -40,7 +40,7 @@ def _int(text: str) -> int:
 
 
 def _depth(text: str) -> int:
-    """Deepest bracket nesting outside strings, found without recursion."""
+    """Deepest bracket nesting outside strings, found in one loop so no recursion limit is hit."""
     depth = deepest = 0
     in_string = escaped = False
     for ch in text:
@@ -61,7 +61,25 @@ def _depth(text: str) -> int:
     return deepest
 
 
+def _check_strings(doc: Any) -> None:
+    """Refuse lone surrogates (``"\\ud800"``): valid JSON, but no UTF-8 text can hold them."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise StrictJSONError("invalid_utf8", "a string escapes a lone surrogate") from None
+
+
 def loads_strict(raw: bytes, *, max_depth: int = 32) -> Any:
+    """Parse ``raw`` or raise :class:`StrictJSONError` naming the broken rule."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -69,7 +87,7 @@ def loads_strict(raw: bytes, *, max_depth: int = 32) -> Any:
     if _depth(text) > max_depth:
         raise StrictJSONError("too_deep", f"nesting deeper than {max_depth} levels")
     try:
-        return json.loads(
+        doc = json.loads(
             text,
             object_pairs_hook=_pairs,
             parse_float=_float,
@@ -78,3 +96,5 @@ def loads_strict(raw: bytes, *, max_depth: int = 32) -> Any:
         )
     except json.JSONDecodeError as exc:
         raise StrictJSONError("invalid_json", f"not JSON: {exc.msg} at offset {exc.pos}") from None
+    _check_strings(doc)
+    return doc

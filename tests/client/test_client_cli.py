@@ -52,7 +52,7 @@ def signed_envelope(bank: Bank) -> bytes:
 def test_keygen_prints_the_key_id_and_writes_the_pair(tmp_path: Path) -> None:
     result = run("keygen", "--out-dir", tmp_path / "k", "--name", "bank-a")
     assert result.exit_code == 0, result.output
-    private, public = tmp_path / "k" / "bank-a-private.pem", tmp_path / "k" / "bank-a-public.pem"
+    private, public = tmp_path / "k" / "bank-a.key.pem", tmp_path / "k" / "bank-a.pub.pem"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     raw = keys.load_public_key(public)
     assert result.stdout.strip() == ed25519.key_id(raw)

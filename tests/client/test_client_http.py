@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -226,9 +227,9 @@ def test_registry_keys_whose_id_does_not_match_are_refused(
     member_key: Ed25519PrivateKey, sleeps: list[float]
 ) -> None:
     class Lying(RegistryKeyPair):
-        def keys_document(self) -> dict[str, object]:
+        def keys_document(self) -> dict[str, Any]:
             document = super().keys_document()
-            document["keys"][0]["keyid"] = "0" * 32  # type: ignore[index]
+            document["keys"][0]["keyid"] = "0" * 32
             return document
 
     with running_registry(member_key, Lying()) as fake, pytest.raises(KeyFileError):

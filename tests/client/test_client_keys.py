@@ -26,8 +26,8 @@ def mode(path: Path) -> int:
 def test_keygen_writes_a_private_file_only_the_owner_reads(tmp_path: Path) -> None:
     pair = keys.generate_key_pair(tmp_path / "keys", "bank-a")
 
-    assert pair.private_path == tmp_path / "keys" / "bank-a-private.pem"
-    assert pair.public_path == tmp_path / "keys" / "bank-a-public.pem"
+    assert pair.private_path == tmp_path / "keys" / "bank-a.key.pem"
+    assert pair.public_path == tmp_path / "keys" / "bank-a.pub.pem"
     assert mode(pair.private_path) == 0o600
     assert mode(pair.public_path) == 0o644
     assert pair.private_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
@@ -54,10 +54,10 @@ def test_existing_key_files_are_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_a_lone_public_file_also_blocks_generation(tmp_path: Path) -> None:
-    (tmp_path / "member-public.pem").write_bytes(b"registered already")
+    (tmp_path / "member.pub.pem").write_bytes(b"registered already")
     with pytest.raises(KeyFileError):
         keys.generate_key_pair(tmp_path)
-    assert not (tmp_path / "member-private.pem").exists()
+    assert not (tmp_path / "member.key.pem").exists()
 
 
 @pytest.mark.parametrize("content", [b"", b"not a key", b"-----BEGIN PUBLIC KEY-----\nAA==\n"])

@@ -65,7 +65,8 @@ def test_the_example_payload_is_valid_under_the_registry_rules(
     assert national_id.validate(payload_document["borrower"]["national_id"])
     report = parse_report(
         payload_document, policy=DEFAULT_POLICY, today=dt.date.fromisoformat("2025-12-01")
-    )
+    ).state
+    assert report is not None
     assert report.days_past_due == (report.as_of_date - report.first_delinquency_date).days + 1
     assert report.penalty <= DEFAULT_POLICY.penalty_limit(report.overdue_principal)
     assert report.overdue_interest <= DEFAULT_POLICY.interest_limit(
@@ -168,6 +169,8 @@ def test_every_payload_rule_code_is_documented(doc: str) -> None:
     codes = _codes(payload_py, r'_Invalid\(\s*"([a-z0-9_]+)"')
     codes |= _codes(payload_py, r'c\.add\(\s*"[a-z_.]+",\s*"([a-z0-9_]+)"')
     codes |= _codes(ROOT / "registry" / "national_id.py", r'InvalidNationalId\(\s*"([a-z0-9_]+)"')
+    for path in (ROOT / "registry").glob("*.py"):
+        codes |= _codes(path, r'FieldError\(\s*"[a-zA-Z_.]+",\s*"([a-z0-9_]+)"')
     codes |= {"required", "unknown_field", "penalty_cap", "interest_cap"}
     undocumented = sorted(c for c in codes if f"`{c}`" not in doc)
     assert not undocumented, f"rule codes missing from docs/protocol.md: {undocumented}"

@@ -6,13 +6,12 @@ import base64
 import datetime as dt
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import Clock
@@ -20,8 +19,8 @@ from crypto import dsse
 from crypto import envelope_encryption as ee
 from crypto.errors import DecryptionError
 from factories import Member, admit, envelope, national_id, payload, post_envelope, signed, submit
+from ondisk import database_bytes
 from registry.clearing import CERTIFICATE_PAYLOAD_TYPE, Clearer
-from registry.db import checkpoint_wal
 from registry.models import (
     Borrower,
     ClearanceCertificate,
@@ -296,39 +295,6 @@ def test_the_sweeper_is_idempotent_and_two_at_once_do_no_harm(
 # --- really gone: bytes on disk, keys destroyed ----------------------------------------------
 
 
-def _disk_bytes(engine: Engine) -> bytes:
-    """The SQLite file and its WAL after a checkpoint, or PostgreSQL's relation files."""
-    if engine.dialect.name == "sqlite":
-        checkpoint_wal(engine)
-        path = Path(engine.url.database or "")
-        wal = path.with_name(path.name + "-wal")
-        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-    with engine.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-        paths = list(
-            conn.execute(
-                text(
-                    "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 't')"
-                )
-            ).scalars()
-        )
-        return b"".join(
-            bytes(
-                conn.execute(
-                    text(
-                        "SELECT pg_read_binary_file(CAST(:p AS text), 0, "
-                        "coalesce((pg_stat_file(CAST(:p AS text), true)).size, 0), true)"
-                    ),
-                    {"p": p},
-                ).scalar()
-                or b""
-            )
-            for p in paths
-            if p
-        )
-
-
 def test_after_clearing_nothing_personal_can_be_recovered(
     client: FlaskClient, bank: Member, session: Session, engine: Engine, settings: Settings
 ) -> None:
@@ -351,7 +317,7 @@ def test_after_clearing_nothing_personal_can_be_recovered(
         assert submit(client, bank, settle(doc)).status_code == 201
         people.append((doc, raw))
 
-    disk = _disk_bytes(engine)
+    disk = database_bytes(engine)
     assert b"BANKA" in disk  # the scan does see the database's rows
     for doc, raw in people:
         values = [doc["borrower"][k] for k in ("national_id", "name", "phone", "address")]

@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from factories import admit, national_id, payload, submit
+from ondisk import database_bytes
 
 
 def _variants(value: str) -> list[bytes]:
     """The forms a leaked value could take in raw bytes."""
     return [value.encode("utf-8"), value.encode("utf-16-le"), value.encode("utf-16-be")]
-
-
-def _raw_database_bytes(engine: Engine) -> bytes:
-    if engine.dialect.name == "sqlite":
-        path = Path(engine.url.database or "")
-        wal = path.with_name(path.name + "-wal")
-        assert path.exists()
-        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-    with engine.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
-        paths = conn.execute(
-            text(
-                "SELECT pg_relation_filepath(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname IN ('public', 'pg_toast') AND c.relkind IN ('r', 't', 'i') "
-                "AND pg_relation_filepath(c.oid) IS NOT NULL"
-            )
-        ).scalars()
-        chunks = [
-            conn.execute(
-                text(
-                    "SELECT pg_read_binary_file(CAST(:p AS text), 0, "
-                    "coalesce((pg_stat_file(CAST(:p AS text), true)).size, 0), true)"
-                ),
-                {"p": p},
-            ).scalar()
-            or b""
-            for p in paths
-        ]
-    return b"".join(bytes(c) for c in chunks)
 
 
 def test_after_submissions_no_id_name_phone_address_or_account_is_in_the_raw_bytes(
@@ -61,7 +30,8 @@ def test_after_submissions_no_id_name_phone_address_or_account_is_in_the_raw_byt
         }
         assert submit(client, bank, doc).status_code == 201
         people.append(doc)
-    raw = _raw_database_bytes(engine)
+    # No checkpoint: the WAL as the submissions left it is scanned too.
+    raw = database_bytes(engine, checkpoint=False)
     assert len(raw) > 0
     assert b"BANKA" in raw  # the scan sees the rows at all
     for doc in people:
