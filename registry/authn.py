@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from crypto import httpsig
 from crypto.errors import RequestSignatureError
 from registry.errors import Forbidden, NotAuthenticated
-from registry.models import Institution, MemberKey, RequestNonce
+from registry.models import Institution, MemberKey, Operator, RequestNonce
 from registry.settings import Settings
 
 
@@ -48,8 +48,60 @@ def authenticate(
         keys[keyid] = key
         return key.public_key
 
+    verified = _verify(settings, lookup, method, url, headers, body, now)
+    key = keys[verified.keyid]
+    state = key.state_at(now)
+    if state != "valid":
+        raise NotAuthenticated(f"the signing key is {state.replace('_', ' ')}", code=f"key_{state}")
+    member = key.institution
+    if not member.is_active:
+        raise Forbidden("the member is suspended", code="member_suspended")
+    _consume_nonce(session, settings, verified, now)
+    return Caller(institution=member, key=key)
+
+
+def authenticate_operator(
+    session: Session,
+    settings: Settings,
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime,
+) -> Operator:
+    """The same signature profile as members, checked against the operators' keys only.
+
+    A member key never authenticates an operator request: the look-up does not see them.
+    """
+    found: dict[str, Operator] = {}
+
+    def lookup(keyid: str) -> bytes | None:
+        operator = session.scalar(select(Operator).where(Operator.keyid == keyid))
+        if operator is None:
+            return None
+        found[keyid] = operator
+        return operator.public_key
+
+    verified = _verify(settings, lookup, method, url, headers, body, now)
+    operator = found[verified.keyid]
+    if operator.revoked_at is not None and now >= operator.revoked_at:
+        raise NotAuthenticated("the signing key is revoked", code="key_revoked")
+    _consume_nonce(session, settings, verified, now)
+    return operator
+
+
+def _verify(
+    settings: Settings,
+    lookup: Callable[[str], bytes | None],
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: dt.datetime,
+) -> httpsig.VerifiedRequest:
     try:
-        verified = httpsig.verify_request(
+        return httpsig.verify_request(
             method=method,
             url=url,
             headers=headers,
@@ -61,15 +113,6 @@ def authenticate(
         )
     except RequestSignatureError as exc:
         raise NotAuthenticated(exc.detail, code=f"request_{exc.reason}") from None
-    key = keys[verified.keyid]
-    state = key.state_at(now)
-    if state != "valid":
-        raise NotAuthenticated(f"the signing key is {state.replace('_', ' ')}", code=f"key_{state}")
-    member = key.institution
-    if not member.is_active:
-        raise Forbidden("the member is suspended", code="member_suspended")
-    _consume_nonce(session, settings, verified, now)
-    return Caller(institution=member, key=key)
 
 
 def _consume_nonce(

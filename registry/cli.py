@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
-from registry import members
+from registry import members, operators
 from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
@@ -192,6 +192,42 @@ def keys_revoke(ctx: click.Context, keyid: str, at: str | None) -> None:
     with _session(ctx) as session:
         key = members.revoke_key(session, keyid, _now(), at=_when(at))
         click.echo(f"revoked {key.keyid} from {key.revoked_at}")
+
+
+@cli.group("operators")
+def operators_group() -> None:
+    """Register, list and revoke operators (registry staff, regulators) and their keys."""
+
+
+@operators_group.command("add")
+@click.argument("name")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def operators_add(ctx: click.Context, name: str, public_key: Path) -> None:
+    """Register operator NAME with PUBLIC_KEY (Ed25519 PEM) and print its key id."""
+    with _session(ctx) as session:
+        click.echo(operators.add(session, name, public_key.read_bytes(), _now()).keyid)
+
+
+@operators_group.command("list")
+@click.pass_context
+def operators_list(ctx: click.Context) -> None:
+    """Every operator, its key id and whether it is revoked."""
+    with _session(ctx) as session:
+        click.echo(f"{'NAME':<20} {'KEYID':<34} REVOKED")
+        for op in operators.list_operators(session):
+            revoked = op.revoked_at.isoformat(timespec="seconds") if op.revoked_at else "-"
+            click.echo(f"{op.name:<20} {op.keyid:<34} {revoked}")
+
+
+@operators_group.command("revoke")
+@click.argument("name")
+@click.pass_context
+def operators_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke operator NAME's key from now on."""
+    with _session(ctx) as session:
+        operators.revoke(session, name, _now())
+        click.echo(f"revoked operator {name}")
 
 
 def _sweep_once(settings: Settings) -> str:

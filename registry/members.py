@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from crypto import ed25519
 from registry.errors import Conflict, NotFound, ValidationFailed
-from registry.models import ComplianceViolation, Institution, MemberKey, MemberStatus
+from registry.models import ComplianceViolation, Institution, MemberKey, MemberStatus, Operator
 
 _CODE = re.compile(r"[A-Z0-9][A-Z0-9_-]{1,31}")
 
@@ -92,7 +92,10 @@ def add_key(
     if not_after is not None and not_after <= start:
         raise ValidationFailed("not_after must be later than not_before")
     keyid = ed25519.key_id(raw)
-    if session.scalar(select(MemberKey).where(MemberKey.keyid == keyid)) is not None:
+    taken = session.scalar(select(MemberKey.id).where(MemberKey.keyid == keyid)) or session.scalar(
+        select(Operator.id).where(Operator.keyid == keyid)
+    )
+    if taken is not None:
         raise Conflict(f"key {keyid} is already registered")
     key = MemberKey(
         institution_id=member.id,

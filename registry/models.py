@@ -201,6 +201,9 @@ class Delinquency(Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     settled_on: Mapped[dt.date | None] = mapped_column(default=None)
     settlement_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Set when a dispute went unanswered past its deadline: the record is hidden from every
+    # inquiry (but not from the borrower) until the member answers.
+    suppressed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     sequence: Mapped[int] = mapped_column(Integer)
     opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -287,5 +290,151 @@ class ClearanceCertificate(Base):
     certificate_ct: Mapped[bytes] = mapped_column(LargeBinary)
     issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+    data_key: Mapped[DataKey] = relationship()
+
+
+class Operator(Base):
+    """Registry staff or a regulator, who signs operator API requests with an Ed25519 key.
+
+    Operators are registered only from the command line on the registry host (``registry
+    operators add``): no HTTP endpoint can create one.
+    """
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    keyid: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class Consent(Base):
+    """A borrower's permission for one member to look at their file, for one purpose.
+
+    Two kinds: a consent code the borrower issued (stored only as a keyed hash; the code itself
+    is shown once to the borrower), or a written authorization the member attests to (its
+    reference, the SHA-256 of the signed form and its date). Found by the borrower's blind index.
+    """
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True, default=None)
+    reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    form_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    signed_on: Mapped[dt.date | None] = mapped_column(default=None)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    institution: Mapped[Institution] = relationship()
+
+    def is_live(self, now: dt.datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+class Inquiry(Base):
+    """One look (or refused attempt to look) at a borrower's file by a member.
+
+    Kept with the signed request as evidence (encrypted under the inquiry's own data key: the
+    body holds the national ID). ``borrower_index`` is None only for an attempt whose national
+    ID was not even valid. The borrower sees the answered ones; the operator sees all.
+    """
+
+    __tablename__ = "inquiries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    borrower_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    consent_kind: Mapped[str] = mapped_column(String(32))
+    consent_reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    consent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consents.id", ondelete="SET NULL"), index=True, default=None
+    )
+    outcome: Mapped[str] = mapped_column(String(16))
+    refusal_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    data_key_id: Mapped[int | None] = mapped_column(ForeignKey("data_keys.id"), default=None)
+    request_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+    institution: Mapped[Institution] = relationship()
+    data_key: Mapped[DataKey | None] = relationship()
+
+
+class QuotaUsage(Base):
+    """How many inquiries a member made on one UTC day: one row, updated atomically.
+
+    In the database (not in a worker's memory) so that every worker and host counts together.
+    """
+
+    __tablename__ = "quota_usage"
+    __table_args__ = (UniqueConstraint("institution_id", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    day: Mapped[dt.date]
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Dispute(Base):
+    """A borrower's objection to one record, which the reporting member must answer in time.
+
+    Deleted with its record when the record is cleared. The free text is encrypted under the
+    dispute's own data key.
+    """
+
+    __tablename__ = "disputes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    delinquency_id: Mapped[int] = mapped_column(
+        ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True
+    )
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    text_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    answer: Mapped[str | None] = mapped_column(String(16), default=None)
+    answer_note_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    filed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    delinquency: Mapped[Delinquency] = relationship()
+    data_key: Mapped[DataKey] = relationship()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+class BorrowerStatement(Base):
+    """The borrower's own statement (本人声明), on the whole file or on one record.
+
+    Shown to every inquirer beside what it is attached to; encrypted under its own data key.
+    """
+
+    __tablename__ = "borrower_statements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    delinquency_id: Mapped[int | None] = mapped_column(
+        ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True, default=None
+    )
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    text_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     data_key: Mapped[DataKey] = relationship()
