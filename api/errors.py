@@ -23,6 +23,7 @@ STATUS: dict[type[e.RegistryError], int] = {
     e.MalformedReport: 400,
     e.ValidationFailed: 422,
     e.PolicyViolation: 422,
+    e.RateLimited: 429,
 }
 
 HTTP_CODES = {
@@ -93,6 +94,8 @@ def problem(
 def from_registry_error(error: e.RegistryError) -> Response:
     status = next((STATUS[c] for c in type(error).__mro__ if c in STATUS), 400)
     headers = {"WWW-Authenticate": 'Signature realm="registry"'} if status == 401 else None
+    if isinstance(error, e.RateLimited):
+        headers = {"Retry-After": str(error.retry_after)}
     return problem(
         status,
         error.code,

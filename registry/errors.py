@@ -91,6 +91,17 @@ class PolicyViolation(RegistryError):
     title = "Compliance rule violated"
 
 
+class RateLimited(RegistryError):
+    """A quota is used up; ``retry_after`` says in how many seconds it renews."""
+
+    code = "rate_limited"
+    title = "Quota exhausted"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+
 class SchemaNotAtHead(RuntimeError):
     """The database schema does not match the code's migration head."""
 

@@ -64,6 +64,18 @@ class Policy:
     # Negative information has a maximum life even unpaid: 5 years in China's rule.
     max_age_days: int = 5 * 365 + 1
     certificate_retention_days: int = 180
+    # Inquiries (DOMAIN.md "Practice"): a daily quota per member, shared by every worker, and
+    # how long the inquiry log is kept (the PBOC report shows two years of inquiries).
+    inquiries_per_day: int = 10_000
+    inquiry_quota_overrides: Mapping[str, int] = field(default_factory=dict)
+    inquiry_retention_days: int = 730
+    # Consent: a consent code lives at most this long; a written authorization is accepted
+    # for this many days after the borrower signed it.
+    consent_code_max_days: int = 30
+    written_authorization_valid_days: int = 90
+    # Disputes: the reporting member must answer within this many days (China's
+    # credit-reporting regulation: 20), or the record is suppressed from inquiries.
+    dispute_response_days: int = 20
     classification: Mapping[str, Thresholds] = field(
         default_factory=lambda: {
             "credit_card": CARD_THRESHOLDS,
@@ -77,6 +89,9 @@ class Policy:
     @property
     def clear_on_settlement(self) -> bool:
         return self.retention_days_after_settlement is None
+
+    def inquiry_quota(self, institution_code: str) -> int:
+        return self.inquiry_quota_overrides.get(institution_code, self.inquiries_per_day)
 
     def classify(self, product: str, days_past_due: int) -> Tier:
         return classify(self.classification[product], days_past_due)
