@@ -9,14 +9,23 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any
 
-from registry import national_id
-from registry.currencies import ISO_4217
 from registry.errors import FieldError, ValidationFailed
+from registry.fields import (
+    Collector,
+    Invalid,
+    amount_value,
+    choice,
+    currency_code,
+    date_value,
+    integer,
+    json_object,
+    national_id_value,
+    string,
+)
 from registry.policy import Policy
 
 PAYLOAD_TYPE = "application/vnd.delinquency-registry.report+json;version=1"
@@ -181,147 +190,6 @@ BODY_FIELDS: dict[Kind, frozenset[str]] = {
 BORROWER_FIELDS = frozenset({"national_id", "name", "phone", "address"})
 CONTACT_FIELDS = frozenset({"status", "since", "channels_tried"})
 
-E = TypeVar("E", bound=enum.Enum)
-T = TypeVar("T")
-
-
-class _Collector:
-    """Gathers every broken rule so the caller learns them all in one answer."""
-
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def add(self, field: str, rule: str, message: str) -> None:
-        self.errors.append(FieldError(field, rule, message))
-
-    def take(
-        self,
-        obj: dict[str, Any],
-        key: str,
-        prefix: str,
-        parse: Callable[[Any], T],
-        *,
-        required: bool = True,
-    ) -> T | None:
-        path = f"{prefix}{key}"
-        if key not in obj or obj[key] is None:
-            if required:
-                self.add(path, "required", "is required")
-            return None
-        try:
-            return parse(obj[key])
-        except _Invalid as exc:
-            self.add(path, exc.rule, exc.message)
-            return None
-
-    def unknown(self, obj: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
-        for key in sorted(set(obj) - allowed):
-            self.add(f"{prefix}{key}", "unknown_field", "is not a field of this payload version")
-
-
-class _Invalid(Exception):
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-
-def _string(
-    pattern: re.Pattern[str] | None = None, *, max_len: int = 200, describe: str = ""
-) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _Invalid("type_string", "must be a string")
-        if pattern is not None:
-            if not pattern.fullmatch(value):
-                raise _Invalid("format", f"must be {describe}")
-            return value
-        text = value.strip()
-        if not text:
-            raise _Invalid("not_empty", "must not be empty")
-        if len(text) > max_len:
-            raise _Invalid("max_length", f"must be at most {max_len} characters")
-        if _CONTROL.search(text):
-            raise _Invalid("no_control_characters", "must not contain control characters")
-        return text
-
-    return parse
-
-
-def _choice(enum_cls: type[E]) -> Callable[[Any], E]:
-    allowed = ", ".join(str(m.value) for m in enum_cls)
-
-    def parse(value: Any) -> E:
-        if not isinstance(value, str):
-            raise _Invalid("type_string", "must be a string")
-        try:
-            return enum_cls(value)
-        except ValueError:
-            raise _Invalid("one_of", f"must be one of: {allowed}") from None
-
-    return parse
-
-
-def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid("type_integer", "must be an integer")
-        if not minimum <= value <= maximum:
-            raise _Invalid("range", f"must be between {minimum} and {maximum}")
-        return value
-
-    return parse
-
-
-def _amount(value: Any) -> Decimal:
-    if not isinstance(value, str):
-        raise _Invalid(
-            "decimal_string",
-            'must be a decimal string such as "1234.50" (numbers are refused: no floats for money)',
-        )
-    if not _AMOUNT.fullmatch(value):
-        raise _Invalid(
-            "decimal_format",
-            "must be a non-negative decimal with at most 2 places and at most 16 integer digits",
-        )
-    try:
-        return Decimal(value)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
-        raise _Invalid("decimal_format", "must be a decimal") from None
-
-
-def _date(value: Any) -> dt.date:
-    if not isinstance(value, str) or len(value) != 10:
-        raise _Invalid("date_format", "must be a date YYYY-MM-DD")
-    try:
-        parsed = dt.date.fromisoformat(value)
-    except ValueError:
-        raise _Invalid("date_format", "must be a date YYYY-MM-DD") from None
-    if parsed.year < 1970:
-        raise _Invalid("date_range", "must not be before 1970-01-01")
-    return parsed
-
-
-def _national_id(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid("type_string", "must be a string")
-    try:
-        return national_id.validate(value)
-    except national_id.InvalidNationalId as exc:
-        raise _Invalid(exc.rule, exc.message) from None
-
-
-def _currency(value: Any) -> str:
-    if not isinstance(value, str) or value not in ISO_4217:
-        raise _Invalid("iso4217", "must be an ISO 4217 alphabetic currency code such as CNY")
-    return value
-
-
-def _object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Invalid("type_object", "must be an object")
-    return value
-
 
 def peek_report_id(document: Any) -> str:
     """The report id alone, for the idempotency look-up that precedes full validation."""
@@ -330,8 +198,8 @@ def peek_report_id(document: Any) -> str:
             "the payload must be a JSON object",
             errors=[FieldError("payload", "type_object", "must be an object")],
         )
-    c = _Collector()
-    report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
+    c = Collector()
+    report_id = c.take(document, "report_id", "", string(_REPORT_ID, describe=_REPORT_ID_TEXT))
     if report_id is None:
         raise ValidationFailed("the report id is missing or malformed", errors=c.errors)
     return report_id
@@ -342,28 +210,28 @@ _REPORT_ID_TEXT = "8-64 characters of A-Z a-z 0-9 . _ : - starting with a letter
 
 def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayload:
     """Validate a decoded payload; raise ``ValidationFailed`` listing every broken rule."""
-    c = _Collector()
+    c = Collector()
     if not isinstance(document, dict):
         raise ValidationFailed(
             "the payload must be a JSON object",
             errors=[FieldError("payload", "type_object", "must be an object")],
         )
-    c.take(document, "version", "", _integer(1, 1))
-    report_id = c.take(document, "report_id", "", _string(_REPORT_ID, describe=_REPORT_ID_TEXT))
+    c.take(document, "version", "", integer(1, 1))
+    report_id = c.take(document, "report_id", "", string(_REPORT_ID, describe=_REPORT_ID_TEXT))
     institution = c.take(
         document,
         "institution",
         "",
-        _string(_INSTITUTION, describe="the member's institution code"),
+        string(_INSTITUTION, describe="the member's institution code"),
     )
     account_ref = c.take(
         document,
         "account_ref",
         "",
-        _string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
+        string(_ACCOUNT_REF, describe="1-64 characters of A-Z a-z 0-9 . _ / -"),
     )
-    sequence = c.take(document, "sequence", "", _integer(1, 2**53))
-    kind = c.take(document, "kind", "", _choice(Kind))
+    sequence = c.take(document, "sequence", "", integer(1, 2**53))
+    kind = c.take(document, "kind", "", choice(Kind))
     latest = today + dt.timedelta(days=policy.as_of_future_tolerance_days)
     body: dict[str, Any] = {}
     if kind is not None:
@@ -389,19 +257,19 @@ def parse_report(document: Any, *, policy: Policy, today: dt.date) -> ReportPayl
     )
 
 
-def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountState | None:
+def _state(c: Collector, document: dict[str, Any], latest: dt.date) -> AccountState | None:
     before = len(c.errors)
     borrower = _borrower(c, document)
-    product = c.take(document, "product", "", _choice(Product))
-    currency = c.take(document, "currency", "", _currency)
-    principal = c.take(document, "overdue_principal", "", _amount)
-    interest = c.take(document, "overdue_interest", "", _amount)
-    penalty = c.take(document, "penalty", "", _amount)
-    dpd = c.take(document, "days_past_due", "", _integer(1, 36500))
-    first = c.take(document, "first_delinquency_date", "", _date)
-    as_of = c.take(document, "as_of_date", "", _date)
+    product = c.take(document, "product", "", choice(Product))
+    currency = c.take(document, "currency", "", currency_code)
+    principal = c.take(document, "overdue_principal", "", amount_value)
+    interest = c.take(document, "overdue_interest", "", amount_value)
+    penalty = c.take(document, "penalty", "", amount_value)
+    dpd = c.take(document, "days_past_due", "", integer(1, 36500))
+    first = c.take(document, "first_delinquency_date", "", date_value)
+    as_of = c.take(document, "as_of_date", "", date_value)
     contact = _contact(c, document)
-    stage = c.take(document, "collection_stage", "", _choice(CollectionStage))
+    stage = c.take(document, "collection_stage", "", choice(CollectionStage))
 
     if as_of is not None and as_of > latest:
         c.add("as_of_date", "not_in_future", "must not be in the future")
@@ -437,13 +305,13 @@ def _state(c: _Collector, document: dict[str, Any], latest: dt.date) -> AccountS
     )
 
 
-def _payment(c: _Collector, document: dict[str, Any], latest: dt.date) -> Payment | None:
-    obj = c.take(document, "payment", "", _object)
+def _payment(c: Collector, document: dict[str, Any], latest: dt.date) -> Payment | None:
+    obj = c.take(document, "payment", "", json_object)
     if obj is None:
         return None
     c.unknown(obj, frozenset({"amount", "date"}), "payment.")
-    amount = c.take(obj, "amount", "payment.", _amount)
-    date = c.take(obj, "date", "payment.", _date)
+    amount = c.take(obj, "amount", "payment.", amount_value)
+    date = c.take(obj, "date", "payment.", date_value)
     if amount is not None and amount <= 0:
         c.add("payment.amount", "positive", "must be greater than zero")
         amount = None
@@ -455,13 +323,13 @@ def _payment(c: _Collector, document: dict[str, Any], latest: dt.date) -> Paymen
     return Payment(amount=amount, date=date)
 
 
-def _settlement(c: _Collector, document: dict[str, Any], latest: dt.date) -> Settlement | None:
-    obj = c.take(document, "settlement", "", _object)
+def _settlement(c: Collector, document: dict[str, Any], latest: dt.date) -> Settlement | None:
+    obj = c.take(document, "settlement", "", json_object)
     if obj is None:
         return None
     c.unknown(obj, frozenset({"type", "date"}), "settlement.")
-    kind = c.take(obj, "type", "settlement.", _choice(SettlementType))
-    date = c.take(obj, "date", "settlement.", _date)
+    kind = c.take(obj, "type", "settlement.", choice(SettlementType))
+    date = c.take(obj, "date", "settlement.", date_value)
     if date is not None and date > latest:
         c.add("settlement.date", "not_in_future", "must not be in the future")
         date = None
@@ -470,29 +338,29 @@ def _settlement(c: _Collector, document: dict[str, Any], latest: dt.date) -> Set
     return Settlement(type=kind, date=date)
 
 
-def _withdrawal(c: _Collector, document: dict[str, Any]) -> Withdrawal | None:
-    obj = c.take(document, "withdrawal", "", _object)
+def _withdrawal(c: Collector, document: dict[str, Any]) -> Withdrawal | None:
+    obj = c.take(document, "withdrawal", "", json_object)
     if obj is None:
         return None
     c.unknown(obj, frozenset({"reason"}), "withdrawal.")
-    reason = c.take(obj, "reason", "withdrawal.", _choice(WithdrawalReason))
+    reason = c.take(obj, "reason", "withdrawal.", choice(WithdrawalReason))
     return Withdrawal(reason=reason) if reason is not None else None
 
 
-def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | None:
-    obj = c.take(document, "borrower", "", _object)
+def _borrower(c: Collector, document: dict[str, Any]) -> BorrowerIdentity | None:
+    obj = c.take(document, "borrower", "", json_object)
     if obj is None:
         return None
     c.unknown(obj, BORROWER_FIELDS, "borrower.")
-    nid = c.take(obj, "national_id", "borrower.", _national_id)
-    name = c.take(obj, "name", "borrower.", _string(max_len=64))
+    nid = c.take(obj, "national_id", "borrower.", national_id_value)
+    name = c.take(obj, "name", "borrower.", string(max_len=64))
     phone = c.take(
         obj,
         "phone",
         "borrower.",
-        _string(_PHONE, describe="5-20 digits, optionally starting with +"),
+        string(_PHONE, describe="5-20 digits, optionally starting with +"),
     )
-    address = c.take(obj, "address", "borrower.", _string(max_len=200), required=False)
+    address = c.take(obj, "address", "borrower.", string(max_len=200), required=False)
     if nid is None or name is None or phone is None:
         return None
     return BorrowerIdentity(national_id=nid, name=name, phone=phone, address=address)
@@ -500,21 +368,21 @@ def _borrower(c: _Collector, document: dict[str, Any]) -> BorrowerIdentity | Non
 
 def _channels(value: Any) -> tuple[Channel, ...]:
     if not isinstance(value, list):
-        raise _Invalid("type_array", "must be an array of channels")
-    parse = _choice(Channel)
+        raise Invalid("type_array", "must be an array of channels")
+    parse = choice(Channel)
     channels = tuple(parse(v) for v in value)
     if len(set(channels)) != len(channels):
-        raise _Invalid("unique", "must not list a channel twice")
+        raise Invalid("unique", "must not list a channel twice")
     return channels
 
 
-def _contact(c: _Collector, document: dict[str, Any]) -> Contact | None:
-    obj = c.take(document, "contact", "", _object)
+def _contact(c: Collector, document: dict[str, Any]) -> Contact | None:
+    obj = c.take(document, "contact", "", json_object)
     if obj is None:
         return None
     c.unknown(obj, CONTACT_FIELDS, "contact.")
-    status = c.take(obj, "status", "contact.", _choice(ContactStatus))
-    since = c.take(obj, "since", "contact.", _date, required=False)
+    status = c.take(obj, "status", "contact.", choice(ContactStatus))
+    since = c.take(obj, "since", "contact.", date_value, required=False)
     channels = c.take(obj, "channels_tried", "contact.", _channels, required=False) or ()
     if status is None:
         return None
