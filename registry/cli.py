@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
-from registry import members, operators
+from registry import members, notify, operators
 from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
@@ -228,6 +229,31 @@ def operators_revoke(ctx: click.Context, name: str) -> None:
     with _session(ctx) as session:
         operators.revoke(session, name, _now())
         click.echo(f"revoked operator {name}")
+
+
+@cli.command("notifications")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.pass_context
+def notifications(ctx: click.Context, as_json: bool) -> None:
+    """Show the outbox's live messages, decrypted (the development notifier's inbox).
+
+    Expired messages are purged first. With the webhook notifier, sent messages are no longer
+    readable here: their content is destroyed on delivery.
+    """
+    settings: Settings = ctx.obj
+    material = load_key_material(settings)
+    with _session(ctx) as session:
+        now = _now()
+        notify.purge(session, now)
+        for message in notify.outbox(session, material, now):
+            if as_json:
+                click.echo(json.dumps(message.as_json(), ensure_ascii=False))
+                continue
+            when = message.created_at.isoformat(timespec="seconds")
+            to = message.to or "(no destination on file)"
+            click.echo(f"{when} {message.ref} {message.audience} {message.template} -> {to}")
+            for line in message.text.splitlines():
+                click.echo(f"    {line}")
 
 
 def _sweep_once(settings: Settings) -> str:

@@ -438,3 +438,106 @@ class BorrowerStatement(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     data_key: Mapped[DataKey] = relationship()
+
+
+# --- borrower self-service (issue 5): notification outbox, sign-in, sessions, enrolment -------
+
+
+class Notification(Base):
+    """One message in the outbox, to a borrower's phone or to a member.
+
+    A borrower's message (destination phone and text, which may hold a sign-in code) is sealed
+    in ``message_ct`` under the row's own data key, destroyed as soon as the message is sent,
+    given up or expired; the row itself goes after a short retention. A member's message holds
+    references and dates only (no personal data) and is kept as plain JSON in ``message``.
+    ``state``: ``pending``, ``sent``, ``failed``, ``no_destination``.
+    """
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    audience: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(32))
+    institution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("institutions.id"), index=True, default=None
+    )
+    data_key_id: Mapped[int | None] = mapped_column(ForeignKey("data_keys.id"), default=None)
+    message_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    message: Mapped[str | None] = mapped_column(String(4000), default=None)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    data_key: Mapped[DataKey | None] = relationship()
+
+
+class SigninCode(Base):
+    """A one-time sign-in code (SMS) or enrolment code (operator), stored only as a keyed hash.
+
+    ``attempts`` counts wrong guesses while the code was live; at the limit the code is dead.
+    """
+
+    __tablename__ = "signin_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    spent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class SigninCounter(Base):
+    """A fixed-window counter for sign-in rate limits, shared by every worker and host.
+
+    ``subject`` is a keyed hash (of the borrower's blind index or the client's address), so
+    the table holds neither IDs nor IP addresses.
+    """
+
+    __tablename__ = "signin_counters"
+    __table_args__ = (UniqueConstraint("scope", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[bytes] = mapped_column(LargeBinary(32))
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BorrowerSession(Base):
+    """A signed-in borrower: a browser cookie or an API bearer token, kept only as a hash."""
+
+    __tablename__ = "borrower_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class BorrowerEnrolment(Base):
+    """A borrower the operator identified in person, with the phone they gave (if any).
+
+    The phone is sealed under the row's own data key; it takes precedence over the phones
+    members reported, because the borrower confirmed it themselves.
+    """
+
+    __tablename__ = "borrower_enrolments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    data_key: Mapped[DataKey] = relationship()

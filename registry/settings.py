@@ -30,6 +30,16 @@ class Settings:
     replay_window_seconds: int = 300
     clock_skew_seconds: int = 30
     sqlite_synchronous: str = "FULL"
+    # Borrower self-service (issue 5): how messages leave (``outbox`` keeps them for
+    # `registry notifications`; ``webhook`` POSTs them to the SMS gateway), the borrower
+    # session's cookie and timeouts, and how many reverse proxies in front may be believed
+    # about the client's address (0: none, use the socket's peer address).
+    notifier: str = "outbox"
+    sms_gateway_url: str | None = None
+    session_cookie_secure: bool = True
+    session_idle_seconds: int = 15 * 60
+    session_max_seconds: int = 8 * 60 * 60
+    trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
         inst = Path(self.instance_path)
@@ -57,6 +67,8 @@ class Settings:
             "REGISTRY_MASTER_KEYS": "master_keys_text",
             "REGISTRY_BLIND_INDEX_KEY": "blind_index_key_text",
             "REGISTRY_PUBLIC_BASE_URL": "public_base_url",
+            "REGISTRY_NOTIFIER": "notifier",
+            "REGISTRY_SMS_GATEWAY_URL": "sms_gateway_url",
         }
         for var, name in simple.items():
             if env.get(var):
@@ -71,6 +83,17 @@ class Settings:
                 values[name] = Path(env[var])
         if env.get("REGISTRY_MAX_REQUEST_BYTES"):
             values["max_request_bytes"] = int(env["REGISTRY_MAX_REQUEST_BYTES"])
+        numbers = {
+            "REGISTRY_SESSION_IDLE_SECONDS": "session_idle_seconds",
+            "REGISTRY_SESSION_MAX_SECONDS": "session_max_seconds",
+            "REGISTRY_TRUSTED_PROXIES": "trusted_proxies",
+        }
+        for var, name in numbers.items():
+            if env.get(var):
+                values[name] = int(env[var])
+        if env.get("REGISTRY_COOKIE_SECURE"):
+            flag = env["REGISTRY_COOKIE_SECURE"].strip().lower()
+            values["session_cookie_secure"] = flag not in ("0", "false", "no", "off")
         values.update(overrides)
         return cls(**values)
 
