@@ -47,10 +47,12 @@ def create_app(
     app.teardown_appcontext(close_db)
 
     api = openapi.Api(app)
+    from api.members.alerts import blp as members_alerts
     from api.members.views import blp as members
     from api.public.views import blp as public
 
     api.register_blueprint(public)
     api.register_blueprint(members)
+    api.register_blueprint(members_alerts)
     errors.register(app)
     return app

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
-from registry import lifecycle, receipts
+from registry import alerts, lifecycle, receipts
 from registry import payload as p
 from registry.clearing import Clearer, ClearReason
 from registry.errors import (
@@ -112,7 +112,9 @@ class Intake:
             )
         if report.state is not None:
             self._check_caps(session, caller, report.state, now)
+        before = alerts.capture(session, self._material, caller, report)
         delinquency, key = self._apply(session, caller, report, now)
+        alerts.on_report(session, caller, report.kind, before, delinquency, now)
         return self._record(session, caller, delinquency, key, report, raw, digest, now)
 
     def _verify(

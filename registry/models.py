@@ -15,12 +15,14 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -438,6 +440,125 @@ class BorrowerStatement(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     data_key: Mapped[DataKey] = relationship()
+
+
+# --- early warning (issue 8): webhooks, subscriptions, alerts and their delivery outbox -------
+
+
+class Webhook(Base):
+    """The HTTPS URL a member registered to receive its alerts, signed by the registry."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Subscription(Base):
+    """A member watching one borrower it has a relationship with, until it or the tie ends.
+
+    The borrower is known by blind index; the masked ID (``110101********1234``) is kept in
+    the clear so that lists and alerts never need the full number. At most one live
+    subscription per member and borrower (a partial unique index on both engines).
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        Index(
+            "uq_subscriptions_live",
+            "institution_id",
+            "borrower_index",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    national_id_masked: Mapped[str] = mapped_column(String(18))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    end_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+
+    @property
+    def is_live(self) -> bool:
+        return self.ended_at is None
+
+
+class AlertStream(Base):
+    """A member's alert counter: the row lock taken to bump it orders alerts by commit.
+
+    Without it, two reports committing out of id order on PostgreSQL could let a member's
+    cursor skip past an alert that became visible a moment later.
+    """
+
+    __tablename__ = "alert_streams"
+
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Alert(Base):
+    """One early-warning event for one subscribed member: masked data and references only.
+
+    ``body`` is the exact JSON document delivered (webhook) and served (pull API), so every
+    redelivery carries the same bytes and the same ``event_id``. Deleted with its record when
+    the record is cleared: a cleared debt is not announced afterwards.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("institution_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    delinquency_id: Mapped[int] = mapped_column(
+        ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+    delivery: Mapped[AlertDelivery | None] = relationship(
+        back_populates="alert", uselist=False, passive_deletes=True
+    )
+
+
+class AlertDelivery(Base):
+    """The outbox row of one alert's webhook delivery, drained by ``registry worker``.
+
+    ``state``: ``pending`` (due at ``next_attempt_at``), ``delivered``, ``dead`` (gave up
+    after the policy's attempts) or ``cancelled`` (the member removed its webhook). ``claim``
+    names the worker run holding it; an expired claim is simply due again (at-least-once).
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (Index("ix_alert_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    claim: Mapped[str | None] = mapped_column(String(32), default=None)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(64), default=None)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    dead_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    alert: Mapped[Alert] = relationship(back_populates="delivery")
 
 
 # --- borrower self-service (issue 5): notification outbox, sign-in, sessions, enrolment -------

@@ -76,6 +76,14 @@ class Policy:
     # Disputes: the reporting member must answer within this many days (China's
     # credit-reporting regulation: 20), or the record is suppressed from inquiries.
     dispute_response_days: int = 20
+    # Early warning (DOMAIN.md fact 6): a webhook delivery is retried with exponential
+    # back-off (base x 2^(attempt-1), capped, with jitter) and dead-lettered after this many
+    # attempts (6 to 12 hours with the defaults); alerts and ended subscriptions are kept
+    # this many days, long enough for a member to pull what its webhook missed.
+    webhook_max_attempts: int = 12
+    webhook_backoff_base_seconds: float = 30.0
+    webhook_backoff_cap_seconds: float = 4 * 3600.0
+    alert_retention_days: int = 90
     classification: Mapping[str, Thresholds] = field(
         default_factory=lambda: {
             "credit_card": CARD_THRESHOLDS,

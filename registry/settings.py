@@ -40,6 +40,12 @@ class Settings:
     session_idle_seconds: int = 15 * 60
     session_max_seconds: int = 8 * 60 * 60
     trusted_proxies: int = 0
+    # Webhook delivery (early warning): extra CA bundle trusted besides the system's, and
+    # whether member URLs may resolve to loopback/private addresses (off: no SSRF into the
+    # registry's own network; tests and single-host demos turn it on).
+    webhook_ca_file: Path | None = None
+    webhook_allow_private_networks: bool = False
+    webhook_timeout_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         inst = Path(self.instance_path)
@@ -94,6 +100,13 @@ class Settings:
         if env.get("REGISTRY_COOKIE_SECURE"):
             flag = env["REGISTRY_COOKIE_SECURE"].strip().lower()
             values["session_cookie_secure"] = flag not in ("0", "false", "no", "off")
+        if env.get("REGISTRY_WEBHOOK_CA_FILE"):
+            values["webhook_ca_file"] = Path(env["REGISTRY_WEBHOOK_CA_FILE"])
+        if env.get("REGISTRY_WEBHOOK_ALLOW_PRIVATE_NETWORKS"):
+            flag = env["REGISTRY_WEBHOOK_ALLOW_PRIVATE_NETWORKS"].strip().lower()
+            values["webhook_allow_private_networks"] = flag in ("1", "true", "yes", "on")
+        if env.get("REGISTRY_WEBHOOK_TIMEOUT_SECONDS"):
+            values["webhook_timeout_seconds"] = float(env["REGISTRY_WEBHOOK_TIMEOUT_SECONDS"])
         values.update(overrides)
         return cls(**values)
 
