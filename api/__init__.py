@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from api import errors, openapi
+from api import errors, observability, openapi
 from api.services import EXTENSION, Services, close_db, utc_now
 from registry.db import make_engine, make_session_factory
 from registry.intake import Intake
@@ -54,5 +54,6 @@ def create_app(
     api.register_blueprint(public)
     api.register_blueprint(members)
     api.register_blueprint(members_alerts)
+    observability.init_app(app, api, app.extensions[EXTENSION].sessions)
     errors.register(app)
     return app

@@ -28,6 +28,7 @@ from registry.errors import (
     Forbidden,
     MalformedReport,
     PolicyViolation,
+    RegistryError,
     ValidationFailed,
 )
 from registry.models import (
@@ -79,6 +80,11 @@ class Intake:
                 session.rollback()
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
+            except RegistryError as exc:
+                session.rollback()
+                if record_cap_violations(session, caller, exc, now):
+                    session.commit()
+                raise
             except BaseException:
                 session.rollback()
                 raise
@@ -188,13 +194,9 @@ class Intake:
             )
         if not errors:
             return
-        # NOTE: the refusal itself is recorded and committed (no report data, just the rule) so
-        # the operator can see which members overcharge; nothing of the report is kept.
-        for error in errors:
-            session.add(
-                ComplianceViolation(institution_id=caller.id, rule=error.rule, occurred_at=now)
-            )
-        session.commit()
+        # NOTE: the refusal is counted for the operator (no report data, just the rule) by
+        # ``record_cap_violations`` once this report's work is rolled back: committing here
+        # would also commit the reports before it in a batch.
         raise PolicyViolation(
             "the report claims more than the charging caps allow",
             code="charging_cap_exceeded",
@@ -471,6 +473,26 @@ class Intake:
         session.flush()
         return IntakeResult(report.report_id, row.receipt, created=True)
 
+    def submit_in_batch(
+        self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
+    ) -> IntakeResult:
+        """One report of a batch, in its own SAVEPOINT: a refusal undoes this report only.
+
+        The caller commits (the batch, in chunks). A unique-key race with a concurrent
+        submission is retried from the start, as for a single report.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with session.begin_nested():
+                    return self._submit(session, caller, raw, now)
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS - 1:
+                    raise
+            except RegistryError as exc:
+                record_cap_violations(session, caller, exc, now)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 def _decode_payload(payload: bytes) -> Any:
     try:
@@ -481,3 +503,22 @@ def _decode_payload(payload: bytes) -> Any:
             code="payload_malformed",
             errors=[FieldError("payload", exc.rule, exc.detail)],
         ) from None
+
+
+CAP_RULES = frozenset({PENALTY_CAP.code, INTEREST_CAP.code})
+
+
+def record_cap_violations(
+    session: Session, caller: Institution, error: RegistryError, now: dt.datetime
+) -> int:
+    """Count a charging-cap refusal for the operator: member, rule and time, nothing else.
+
+    Called after the refused report's own work was rolled back, in the transaction that goes
+    on (the single report's, or the batch's), so the count survives the refusal.
+    """
+    if not isinstance(error, PolicyViolation):
+        return 0
+    rules = [e.rule for e in error.errors if e.rule in CAP_RULES]
+    for rule in rules:
+        session.add(ComplianceViolation(institution_id=caller.id, rule=rule, occurred_at=now))
+    return len(rules)

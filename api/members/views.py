@@ -1,14 +1,25 @@
 from __future__ import annotations
 
-from flask import Response, request
+import marshmallow as ma
+from flask import Response, json, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.errors import ProblemSchema
+from api.errors import ProblemSchema, from_registry_error
 from api.members.schemas import EnvelopeSchema
+from api.observability import count_report
 from api.services import db, services
 from api.signing import caller, require_member
 from registry import receipts
+from registry.batch import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_REPORTS,
+    Accepted,
+    BatchIntake,
+    Outcome,
+    parse_batch,
+)
+from registry.errors import RegistryError
 
 blp = Blueprint(
     "members",
@@ -16,6 +27,15 @@ blp = Blueprint(
     url_prefix="/v1",
     description="Member institutions: signed reports and receipts (signed requests only)",
 )
+
+
+def _batch_body_limit() -> None:
+    """Only the batch endpoint takes more than the app's 1 MiB: set before the body is read."""
+    if request.endpoint == "members.ReportBatch":
+        request.max_content_length = MAX_BATCH_BYTES
+
+
+blp.before_request(_batch_body_limit)
 blp.before_request(require_member)
 
 DSSE_JSON = "application/json"
@@ -61,9 +81,14 @@ class Reports(MethodView):
     def post(self) -> Response:
         """Submit one signed delinquency report."""
         svc = services()
-        result = svc.intake.submit(
-            db(), caller().institution, request.get_data(cache=True), svc.clock()
-        )
+        try:
+            result = svc.intake.submit(
+                db(), caller().institution, request.get_data(cache=True), svc.clock()
+            )
+        except RegistryError as exc:
+            count_report(accepted=False, reason=exc.code)
+            raise
+        count_report(accepted=True, reason="new" if result.created else "resent")
         return Response(
             result.receipt,
             status=201 if result.created else 200,
@@ -88,3 +113,86 @@ class Receipt(MethodView):
         """The receipt of one of the caller's own reports, again."""
         body = receipts.find(db(), caller().institution, report_id)
         return Response(body, status=200, mimetype=DSSE_JSON)
+
+
+class BatchRequestSchema(ma.Schema):
+    """Many signed reports in one signed request; each string is one envelope's exact bytes."""
+
+    envelopes = ma.fields.List(
+        ma.fields.String(metadata={"description": "one DSSE envelope, its exact JSON text"}),
+        required=True,
+        metadata={"minItems": 1, "maxItems": MAX_BATCH_REPORTS},
+    )
+
+
+class BatchItemSchema(ma.Schema):
+    """One report's outcome, in the order sent: a receipt, or the problem a single report gets."""
+
+    index = ma.fields.Integer(required=True, metadata={"description": "position in the batch"})
+    status = ma.fields.Integer(
+        required=True, metadata={"description": "201 new, 200 resent, or the refusal's status"}
+    )
+    report_id = ma.fields.String(metadata={"description": "with a receipt"})
+    receipt = ma.fields.Nested(EnvelopeSchema, metadata={"description": "the signed receipt"})
+    problem = ma.fields.Nested(ProblemSchema, metadata={"description": "why it was refused"})
+
+
+class BatchResponseSchema(ma.Schema):
+    accepted = ma.fields.Integer(required=True)
+    refused = ma.fields.Integer(required=True)
+    results = ma.fields.List(ma.fields.Nested(BatchItemSchema), required=True)
+
+
+@blp.route("/reports/batch")
+class ReportBatch(MethodView):
+    @blp.doc(
+        security=SIGNED,
+        requestBody={
+            "required": True,
+            "content": {"application/json": {"schema": BatchRequestSchema}},
+            "description": (
+                f"Up to {MAX_BATCH_REPORTS} signed reports, at most {MAX_BATCH_BYTES} bytes; "
+                "see docs/protocol.md"
+            ),
+        },
+        responses={
+            "200": {
+                "description": "every report's outcome, in order (accepted or refused)",
+                "content": {"application/json": {"schema": BatchResponseSchema}},
+            },
+            **_document_errors(400, 401, 403, 413, 422),
+        },
+    )
+    def post(self) -> Response:
+        """Submit many signed reports at once; each is accepted or refused on its own."""
+        svc = services()
+        envelopes = parse_batch(request.get_data(cache=True))
+        batch = BatchIntake(svc.intake)
+        result = batch.submit(
+            db(), caller().institution, envelopes, svc.clock(), on_outcome=_count_outcome
+        )
+        parts = [_item_json(i, o) for i, o in enumerate(result.outcomes)]
+        head = f'{{"accepted":{result.accepted},"refused":{result.refused},"results":['
+        body = head.encode() + b",".join(parts) + b"]}"
+        return Response(body, status=200, mimetype="application/json")
+
+
+def _count_outcome(outcome: Outcome) -> None:
+    if isinstance(outcome, Accepted):
+        count_report(accepted=True, reason="new" if outcome.created else "resent", via="batch")
+    else:
+        count_report(accepted=False, reason=outcome.error.code, via="batch")
+
+
+def _item_json(index: int, outcome: Outcome) -> bytes:
+    """One result; a receipt is embedded byte for byte as the registry stored and signed it."""
+    if isinstance(outcome, Accepted):
+        head = json.dumps(
+            {"index": index, "status": 201 if outcome.created else 200},
+            separators=(",", ":"),
+        )
+        report_id = json.dumps(outcome.report_id)
+        return f'{head[:-1]},"report_id":{report_id},"receipt":'.encode() + outcome.receipt + b"}"
+    problem = from_registry_error(outcome.error)
+    document = {"index": index, "status": problem.status_code, "problem": problem.get_json()}
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()

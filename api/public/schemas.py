@@ -7,6 +7,16 @@ class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True)
 
 
+class ReadinessChecksSchema(ma.Schema):
+    database = ma.fields.String(required=True, metadata={"description": "ok or unreachable"})
+    schema = ma.fields.String(required=True, metadata={"description": "at_head or not_at_head"})
+
+
+class ReadinessSchema(ma.Schema):
+    status = ma.fields.String(required=True)
+    checks = ma.fields.Nested(ReadinessChecksSchema, required=True)
+
+
 class RegistryKeySchema(ma.Schema):
     keyid = ma.fields.String(required=True)
     algorithm = ma.fields.String(required=True)

@@ -1,0 +1,270 @@
+"""Operations: structured JSON logs, Prometheus metrics, and ``/metrics`` for operators.
+
+What may be logged or labelled is decided here, once: the Flask endpoint name (never the raw
+path, which can hold a report id), the method, the status, durations, stable error codes and
+inquiry purposes. Never a body, a query string, a header, an address or any personal data.
+
+Other code records domain events through the small ``count_*`` functions below; the inquiry
+views call :func:`count_inquiry`, the report views :func:`count_report`.
+
+Under gunicorn the metrics use prometheus-client's multiprocess mode: ``gunicorn.conf.py`` sets
+``PROMETHEUS_MULTIPROC_DIR`` (before this module is imported by any worker), empties it at
+start and marks dead workers; ``/metrics`` then aggregates every worker's file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import ProblemSchema
+from api.signing import require_operator
+from registry.models import Tombstone
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# An upstream proxy's request id is kept only when it is plainly an id (no room for data).
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{8,64}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LOG_FIELDS = ("request_id", "endpoint", "method", "status", "duration_ms")
+
+HTTP_REQUESTS = Counter(
+    "registry_http_requests",
+    "HTTP requests answered, by Flask endpoint, method and status",
+    ["endpoint", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "registry_http_request_duration_seconds",
+    "Time to answer an HTTP request (signature check included), by Flask endpoint",
+    ["endpoint", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REPORTS = Counter(
+    "registry_reports",
+    "Reports accepted (reason new or resent) and refused (reason = the problem's code)",
+    ["outcome", "reason", "via"],
+)
+INQUIRIES = Counter(
+    "registry_inquiries",
+    "Inquiries by declared purpose and outcome",
+    ["purpose", "outcome"],
+)
+CLEARINGS = Counter(
+    "registry_clearings",
+    "Records cleared (deleted and crypto-shredded) by this process, by reason",
+    ["reason"],
+)
+
+
+# --- domain counters, for the views ------------------------------------------------------
+
+
+def count_report(*, accepted: bool, reason: str, via: str = "single") -> None:
+    """One report accepted (``reason`` new/resent) or refused (``reason`` = stable error code)."""
+    REPORTS.labels("accepted" if accepted else "refused", reason, via).inc()
+
+
+def count_inquiry(purpose: str, outcome: str) -> None:
+    """One inquiry: its declared purpose and outcome (for example ``answered``, ``refused``).
+
+    Both must come from fixed vocabularies (purpose codes, outcome codes), never from input.
+    """
+    INQUIRIES.labels(purpose, outcome).inc()
+
+
+def count_clearing(reason: str) -> None:
+    """One record cleared, by ``ClearReason`` value."""
+    CLEARINGS.labels(reason).inc()
+
+
+def watch_clearings(sessions: sessionmaker[Session]) -> None:
+    """Count clearings made through this session factory, when their transaction commits.
+
+    A clearing always leaves a ``Tombstone`` (reason, no personal data), so the tombstones a
+    session flushed are the clearings it made. This keeps ``registry`` free of any metrics code.
+    """
+
+    @event.listens_for(sessions, "after_flush")
+    def _collect(session: Session, _context: Any) -> None:
+        reasons = [o.reason for o in session.new if isinstance(o, Tombstone)]
+        if reasons:
+            session.info.setdefault("cleared_reasons", []).extend(reasons)
+
+    @event.listens_for(sessions, "after_commit")
+    def _count(session: Session) -> None:
+        for reason in session.info.pop("cleared_reasons", []):
+            count_clearing(reason)
+
+    @event.listens_for(sessions, "after_rollback")
+    def _forget(session: Session) -> None:
+        session.info.pop("cleared_reasons", None)
+
+
+# --- JSON logs -----------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the request's fields.
+
+    An exception is logged by type only: its message could quote data from a request.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                doc[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["exception"] = record.exc_info[0].__name__
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds the request id and endpoint to every record logged while a request is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context():
+            if getattr(record, "request_id", None) is None:
+                record.request_id = g.get("request_id")
+            if getattr(record, "endpoint", None) is None:
+                record.endpoint = _endpoint()
+        return True
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def json_handler() -> logging.Handler:
+    handler = StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    return handler
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send the root logger's records to stderr as JSON lines (idempotent).
+
+    gunicorn's own error log is configured the same way in ``gunicorn.conf.py``.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        root.addHandler(json_handler())
+    root.setLevel(level or os.environ.get("REGISTRY_LOG_LEVEL", "INFO"))
+
+
+REQUEST_LOG = logging.getLogger("registry.request")
+
+
+def _endpoint() -> str:
+    rule = request.url_rule
+    return rule.endpoint if rule is not None else "unmatched"
+
+
+def _start_request() -> None:
+    g.request_started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _SAFE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+
+
+def _finish_request(response: Response) -> Response:
+    started = g.get("request_started")
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    endpoint = _endpoint()
+    method = request.method if request.method in _METHODS else "OTHER"
+    HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+    HTTP_LATENCY.labels(endpoint, method).observe(elapsed)
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    REQUEST_LOG.info(
+        "request",
+        extra={
+            "endpoint": endpoint,
+            "method": method,
+            "status": response.status_code,
+            "duration_ms": round(elapsed * 1000, 3),
+        },
+    )
+    return response
+
+
+# --- /metrics ------------------------------------------------------------------------------
+
+# Named for its audience: the access matrix (tests/api/test_access.py) treats ``operator*``
+# blueprints as operators-only.
+blp = Blueprint(
+    "operator_metrics",
+    __name__,
+    description="Operations: Prometheus metrics (operators only, signed requests)",
+)
+blp.before_request(require_operator)
+
+
+def metrics_text() -> bytes:
+    """Every worker's metrics (multiprocess mode) or this process's (a single process)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+@blp.route("/metrics")
+class Metrics(MethodView):
+    @blp.doc(
+        security=[{"httpMessageSignature": []}],
+        responses={
+            "200": {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            "401": {
+                "description": "not signed by an operator's key",
+                "content": {"application/problem+json": {"schema": ProblemSchema}},
+            },
+        },
+    )
+    def get(self) -> Response:
+        """Request, report, inquiry and clearing counters (operators only)."""
+        return Response(metrics_text(), status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask, api: Any, sessions: sessionmaker[Session]) -> None:
+    """Wire logs, per-request metrics and ``/metrics`` into the app (called by the factory)."""
+    configure_logging()
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    watch_clearings(sessions)
+    api.register_blueprint(blp)
