@@ -7,14 +7,14 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from sqlalchemy.orm import Session
 
-from registry import members, notify, operators
+from registry import alerts, members, notify, operators
 from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
@@ -22,6 +22,7 @@ from registry.policy import DEFAULT_POLICY
 from registry.secrets import init_instance, load_key_material
 from registry.settings import Settings
 from registry.signin import enrol as enrol_borrower
+from registry.webhooks import Deliverer
 
 
 def _now() -> dt.datetime:
@@ -282,13 +283,15 @@ def _sweep_once(settings: Settings) -> str:
     try:
         clearer = Clearer(load_key_material(settings), DEFAULT_POLICY)
         report = clearer.sweep(make_session_factory(engine), _now())
+        kept = alerts.housekeeping(make_session_factory(engine), DEFAULT_POLICY, _now())
     finally:
         engine.dispose()
     cleared = ", ".join(f"{rule}={n}" for rule, n in report.cleared.items())
     return (
         f"cleared: {cleared}; certificates expired={report.certificates_expired}; "
         f"tombstones anonymised={report.tombstones_anonymised}; "
-        f"nonces purged={report.nonces_purged}"
+        f"nonces purged={report.nonces_purged}; "
+        f"subscriptions ended={kept.subscriptions_ended}; alerts expired={kept.alerts_deleted}"
     )
 
 
@@ -304,15 +307,59 @@ def sweep(ctx: click.Context) -> None:
 
 @cli.command()
 @click.option("--interval", default=300, show_default=True, help="seconds between sweeps")
-@click.option("--once", is_flag=True, help="run one sweep and exit")
+@click.option("--poll", default=2.0, show_default=True, help="seconds between outbox polls")
+@click.option("--once", is_flag=True, help="run one sweep, deliver what is due, and exit")
 @click.pass_context
-def worker(ctx: click.Context, interval: int, once: bool) -> None:
-    """Run the sweeper on a schedule until stopped."""
-    while True:
-        click.echo(f"{_now().isoformat(timespec='seconds')} {_sweep_once(ctx.obj)}")
-        if once:
-            return
-        time.sleep(interval)
+def worker(ctx: click.Context, interval: int, poll: float, once: bool) -> None:
+    """Run the sweeper on a schedule and deliver alert webhooks from the outbox, until stopped."""
+    next_sweep = 0.0
+    with _alert_deliverer(ctx.obj) as deliver:
+        while True:
+            if time.monotonic() >= next_sweep:
+                click.echo(f"{_now().isoformat(timespec='seconds')} {_sweep_once(ctx.obj)}")
+                next_sweep = time.monotonic() + interval
+            deliver()
+            if once:
+                return
+            time.sleep(poll)
+
+
+@contextmanager
+def _alert_deliverer(settings: Settings, batch: int = 10) -> Iterator[Callable[[], None]]:
+    """Sends every alert webhook due now, printing a line when something was attempted."""
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    deliverer = Deliverer(load_key_material(settings), settings, DEFAULT_POLICY)
+
+    def deliver() -> None:
+        done = deliverer.drain(sessions, batch=batch)
+        if done.attempted:
+            click.echo(f"{_now().isoformat(timespec='seconds')} webhooks: {done}")
+
+    try:
+        yield deliver
+    finally:
+        engine.dispose()
+
+
+@cli.group("alerts")
+def alerts_group() -> None:
+    """Early-warning alerts: webhook delivery from the outbox."""
+
+
+@alerts_group.command("deliver")
+@click.option("--once", is_flag=True, help="deliver what is due now and exit")
+@click.option("--poll", default=2.0, show_default=True, help="seconds between outbox polls")
+@click.option("--batch", default=10, show_default=True, help="deliveries claimed at a time")
+@click.pass_context
+def alerts_deliver(ctx: click.Context, once: bool, poll: float, batch: int) -> None:
+    """Deliver alert webhooks (what `registry worker` also does); safe beside other workers."""
+    with _alert_deliverer(ctx.obj, batch) as deliver:
+        while True:
+            deliver()
+            if once:
+                return
+            time.sleep(poll)
 
 
 def main() -> None:
