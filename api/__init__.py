@@ -13,6 +13,7 @@ from flask import Flask
 from api import errors, observability, openapi
 from api.services import EXTENSION, Services, close_db, utc_now
 from registry.db import make_engine, make_session_factory
+from registry.inquiries import Inquiries
 from registry.intake import Intake
 from registry.policy import DEFAULT_POLICY, Policy
 from registry.secrets import load_key_material
@@ -42,17 +43,22 @@ def create_app(
         material=material,
         policy=chosen_policy,
         intake=Intake(material, chosen_policy),
+        inquiries=Inquiries(material, chosen_policy),
         clock=clock or utc_now,
     )
     app.teardown_appcontext(close_db)
 
     api = openapi.Api(app)
     from api.members.alerts import blp as members_alerts
+    from api.members.inquiries import blp as members_inquiries
     from api.members.views import blp as members
+    from api.operator.views import blp as operator
     from api.public.views import blp as public
 
     api.register_blueprint(public)
     api.register_blueprint(members)
+    api.register_blueprint(members_inquiries)
+    api.register_blueprint(operator)
     api.register_blueprint(members_alerts)
     observability.init_app(app, api, app.extensions[EXTENSION].sessions)
     errors.register(app)

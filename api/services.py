@@ -10,6 +10,7 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry.inquiries import Inquiries
 from registry.intake import Intake
 from registry.policy import Policy
 from registry.secrets import KeyMaterial
@@ -30,6 +31,7 @@ class Services:
     material: KeyMaterial
     policy: Policy
     intake: Intake
+    inquiries: Inquiries
     clock: Callable[[], dt.datetime] = utc_now
 
 

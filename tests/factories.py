@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from crypto import dsse, ed25519, httpsig
-from registry import members
+from registry import members, operators
 from registry.national_id import check_character
 from registry.payload import PAYLOAD_TYPE
 
@@ -142,3 +142,32 @@ def post_envelope(client: FlaskClient, member: Member, raw: bytes, **kw: Any) ->
 def submit(client: FlaskClient, member: Member, doc: dict[str, Any], **kw: Any) -> TestResponse:
     """Sign ``doc`` with the member's key and submit it."""
     return post_envelope(client, member, envelope(member, doc), **kw)
+
+
+def make_operator(session: Session, name: str = "ops-alice") -> Member:
+    """An operator; signs requests like a member, with a key only the operator API accepts."""
+    key, keyid = new_key()
+    pem = ed25519.public_key_to_pem(ed25519.public_key_raw(key))
+    operators.add(session, name, pem, dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    session.commit()
+    return Member(code=name, key=key, keyid=keyid)
+
+
+def inquire(client: FlaskClient, member: Member, body: dict[str, Any], **kw: Any) -> TestResponse:
+    """A signed inquiry; the national ID travels in the body."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return signed(client, member, "POST", "/v1/inquiries", raw, **kw)
+
+
+def problem_of(response: TestResponse, status: int, code: str) -> dict[str, Any]:
+    """Assert an RFC 9457 problem with this status and code, and return its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body: dict[str, Any] = response.get_json()
+    assert body["status"] == status and body["code"] == code
+    assert body["type"].endswith(code) and body["title"] and body["detail"]
+    return body
+
+
+def field_rules(body: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["field"], e["rule"]) for e in body.get("errors", [])}

@@ -22,10 +22,12 @@ from factories import (
     Member,
     admit,
     envelope,
+    field_rules,
     new_key,
     payload,
     payload_bytes,
     post_envelope,
+    problem_of,
     signed,
     submit,
 )
@@ -74,19 +76,6 @@ def bank(session: Session) -> Member:
 @pytest.fixture
 def other(session: Session) -> Member:
     return admit(session, "BANKB")
-
-
-def problem_of(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body: dict[str, Any] = response.get_json()
-    assert body["status"] == status and body["code"] == code
-    assert body["type"].endswith(code) and body["title"] and body["detail"]
-    return body
-
-
-def field_rules(body: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(e["field"], e["rule"]) for e in body.get("errors", [])}
 
 
 # --- acceptance and receipts -------------------------------------------------------------

@@ -166,7 +166,8 @@ def _codes(path: Path, pattern: str) -> set[str]:
 
 def test_every_payload_rule_code_is_documented(doc: str) -> None:
     payload_py = ROOT / "registry" / "payload.py"
-    codes = _codes(payload_py, r'_Invalid\(\s*"([a-z0-9_]+)"')
+    codes = _codes(ROOT / "registry" / "fields.py", r'Invalid\(\s*"([a-z0-9_]+)"')
+    codes |= _codes(payload_py, r'Invalid\(\s*"([a-z0-9_]+)"')
     codes |= _codes(payload_py, r'c\.add\(\s*"[a-z_.]+",\s*"([a-z0-9_]+)"')
     codes |= _codes(ROOT / "registry" / "national_id.py", r'InvalidNationalId\(\s*"([a-z0-9_]+)"')
     for path in (ROOT / "registry").glob("*.py"):

@@ -95,3 +95,33 @@ def test_errors_are_explained_without_a_traceback(env: dict[str, str], tmp_path:
     )
     assert window.exit_code != 0 and "not_after" in window.output
     assert run(env, "keys", "revoke", "0" * 32).exit_code != 0
+
+
+def test_operators_lifecycle_and_keys_are_never_shared(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    run(env, "migrate")
+    pem, keyid = public_pem(tmp_path)
+    assert run(env, "operators", "add", "ops-alice", str(pem)).output.strip() == keyid
+    assert "ops-alice" in run(env, "operators", "list").output
+    run(env, "members", "add", "BANKA", "--name", "Bank A")
+    reused = run(env, "keys", "add", "BANKA", str(pem))
+    assert reused.exit_code != 0 and "already registered" in reused.output
+    member_pem, _ = public_pem(tmp_path, "member.pem")
+    assert run(env, "keys", "add", "BANKA", str(member_pem)).exit_code == 0
+    crossed = run(env, "operators", "add", "ops-bob", str(member_pem))
+    assert crossed.exit_code != 0 and "already registered" in crossed.output
+    assert run(env, "operators", "add", "Bad Name", str(public_pem(tmp_path, "x.pem")[0])).exit_code
+    assert run(env, "operators", "revoke", "ops-alice").exit_code == 0
+    listed = run(env, "operators", "list").output.splitlines()[1]
+    assert listed.split()[0] == "ops-alice" and listed.split()[-1] != "-"
+
+
+def test_sweep_runs_every_rule_and_worker_once_exits(env: dict[str, str]) -> None:
+    run(env, "init")
+    run(env, "migrate")
+    swept = run(env, "sweep")
+    assert swept.exit_code == 0
+    for rule in ("max_age=0", "certificates expired=0", "nonces purged=0"):
+        assert rule in swept.output
+    worker = run(env, "worker", "--once")
+    assert worker.exit_code == 0 and "max_age=0" in worker.output

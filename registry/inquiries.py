@@ -1,0 +1,605 @@
+"""Inquiries: a member looks at a borrower's history, for a declared purpose, and it is logged.
+
+Order matters. The daily quota is taken first, in its own committed transaction, so refused
+attempts count too (a member cannot probe for free). Then the request is validated, the purpose
+and consent checked, the history assembled and signed, and the inquiry logged with the signed
+request as evidence. A refusal is logged as well (for the operator), after rolling back
+anything the attempt had begun: nothing of a refused inquiry but its log row stays behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import json
+import secrets
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crypto import dsse, strictjson
+from crypto.errors import StrictJSONError
+from registry import consents, masking, relationships
+from registry.classification import Tier, worst
+from registry.errors import (
+    FieldError,
+    Forbidden,
+    MalformedReport,
+    RateLimited,
+    RegistryError,
+    ValidationFailed,
+)
+from registry.fields import Collector, choice, date_value, json_object, national_id_value, string
+from registry.models import (
+    Borrower,
+    BorrowerStatement,
+    DataKey,
+    Delinquency,
+    Dispute,
+    Inquiry,
+    Institution,
+    QuotaUsage,
+)
+from registry.policy import Policy
+from registry.records import record_fields
+from registry.secrets import KeyMaterial
+from registry.vault import Vault
+
+STATEMENT_PAYLOAD_TYPE = "application/vnd.delinquency-registry.history+json;version=1"
+REQUEST_FIELDS = frozenset({"national_id", "purpose", "consent"})
+CODE_CONSENT_FIELDS = frozenset({"kind", "code"})
+WRITTEN_CONSENT_FIELDS = frozenset({"kind", "reference", "form_sha256", "signed_on"})
+
+
+class Purpose(enum.StrEnum):
+    """The permissible purposes (the PBOC report's inquiry reasons that apply to members)."""
+
+    CREDIT_APPLICATION = "credit_application"
+    ACCOUNT_REVIEW = "account_review"
+    COLLECTION = "collection"
+
+
+class ConsentKind(enum.StrEnum):
+    CONSENT_CODE = consents.KIND_CODE
+    WRITTEN_AUTHORIZATION = consents.KIND_WRITTEN
+
+
+class Basis(enum.StrEnum):
+    """What the registry accepted as the member's reason to look: kept in the inquiry log."""
+
+    CONSENT_CODE = consents.KIND_CODE
+    WRITTEN_AUTHORIZATION = consents.KIND_WRITTEN
+    LIVE_CONSENT = "live_consent"
+    OWN_RECORD = "own_record"
+    OPEN_DELINQUENCY = "open_delinquency"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ConsentClaim:
+    kind: ConsentKind
+    code: str | None = None
+    reference: str | None = None
+    form_sha256: str | None = None
+    signed_on: dt.date | None = None
+
+    def __repr__(self) -> str:
+        return f"ConsentClaim(kind={self.kind.value}, <redacted>)"
+
+
+@dataclass(frozen=True)
+class InquiryRequest:
+    national_id: str
+    purpose: Purpose
+    consent: ConsentClaim | None
+
+    def __repr__(self) -> str:
+        return f"InquiryRequest(purpose={self.purpose.value}, <redacted>)"
+
+
+@dataclass(frozen=True)
+class InquiryAnswer:
+    inquiry_id: str
+    statement: bytes
+
+
+def parse_request(raw: bytes) -> InquiryRequest:
+    """Strict JSON, every broken rule named at once; messages never echo the values."""
+    try:
+        document = strictjson.loads_strict(raw)
+    except StrictJSONError as exc:
+        raise MalformedReport(
+            "the body is not acceptable JSON",
+            code="body_malformed",
+            errors=[FieldError("body", exc.rule, exc.detail)],
+        ) from None
+    c = Collector()
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            "the body must be a JSON object",
+            errors=[FieldError("body", "type_object", "must be an object")],
+        )
+    c.unknown(document, REQUEST_FIELDS, "")
+    nid = c.take(document, "national_id", "", national_id_value)
+    purpose = c.take(document, "purpose", "", choice(Purpose))
+    consent = _consent(c, document)
+    if purpose is Purpose.CREDIT_APPLICATION and consent is None and "consent" not in document:
+        c.add(
+            "consent",
+            "required_for_credit_application",
+            "a credit application needs the borrower's consent code or written authorization",
+        )
+    if c.errors or nid is None or purpose is None:
+        raise ValidationFailed("the inquiry is not valid", errors=c.errors)
+    return InquiryRequest(national_id=nid, purpose=purpose, consent=consent)
+
+
+def _consent(c: Collector, document: dict[str, Any]) -> ConsentClaim | None:
+    body = c.take(document, "consent", "", json_object, required=False)
+    if body is None:
+        return None
+    kind = c.take(body, "kind", "consent.", choice(ConsentKind))
+    if kind is ConsentKind.CONSENT_CODE:
+        c.unknown(body, CODE_CONSENT_FIELDS, "consent.")
+        code = c.take(body, "code", "consent.", string(max_len=32))
+        return None if code is None else ConsentClaim(kind, code=code)
+    if kind is ConsentKind.WRITTEN_AUTHORIZATION:
+        c.unknown(body, WRITTEN_CONSENT_FIELDS, "consent.")
+        reference = c.take(body, "reference", "consent.", string(max_len=64))
+        digest = c.take(body, "form_sha256", "consent.", string(max_len=64))
+        signed_on = c.take(body, "signed_on", "consent.", date_value)
+        if reference is None or digest is None or signed_on is None:
+            return None
+        return ConsentClaim(kind, reference=reference, form_sha256=digest, signed_on=signed_on)
+    return None
+
+
+class Inquiries:
+    """Answers members' inquiries and keeps the inquiry log."""
+
+    def __init__(self, material: KeyMaterial, policy: Policy) -> None:
+        self._material = material
+        self._policy = policy
+        self._vault = Vault(material.keyring)
+
+    def borrower_index(self, national_id: str) -> bytes:
+        return self._material.blind_index.digest("national_id", national_id)
+
+    def inquire(
+        self,
+        session: Session,
+        caller: Institution,
+        raw: bytes,
+        evidence: Mapping[str, Any],
+        now: dt.datetime,
+    ) -> InquiryAnswer:
+        """Answer one inquiry and commit, or log the refusal, commit, and raise.
+
+        ``evidence`` is the signed request (method, target URI, signature headers); it is
+        kept encrypted with the inquiry, as is the body.
+        """
+        self._take_quota(session, caller, now)
+        purpose_hint: str = "invalid"
+        index: bytes | None = None
+        try:
+            request = parse_request(raw)
+            purpose_hint = request.purpose.value
+            index = self.borrower_index(request.national_id)
+            basis, consent_id, consent_reference = self._authorize(
+                session, caller, request, index, now
+            )
+            ref = secrets.token_hex(16)
+            document = self._history(session, caller, request, index, basis, ref, now)
+            statement = dsse.sign_envelope(
+                STATEMENT_PAYLOAD_TYPE,
+                json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(),
+                self._material.signing_key,
+                self._material.signing_keyid,
+            )
+            self._log(
+                session,
+                ref=ref,
+                caller=caller,
+                index=index,
+                purpose=purpose_hint,
+                basis=basis,
+                consent_id=consent_id,
+                consent_reference=consent_reference,
+                outcome="answered",
+                refusal=None,
+                raw=raw,
+                evidence=evidence,
+                now=now,
+            )
+            session.commit()
+            return InquiryAnswer(inquiry_id=ref, statement=statement)
+        except RegistryError as exc:
+            session.rollback()
+            if purpose_hint == "invalid":
+                purpose_hint = _purpose_hint(raw)
+            self._log(
+                session,
+                ref=secrets.token_hex(16),
+                caller=caller,
+                index=index,
+                purpose=purpose_hint,
+                basis=Basis.NONE,
+                consent_id=None,
+                consent_reference=None,
+                outcome="refused",
+                refusal=exc.code,
+                raw=raw,
+                evidence=evidence,
+                now=now,
+            )
+            session.commit()
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+
+    # --- quota -------------------------------------------------------------------------
+
+    def _take_quota(self, session: Session, caller: Institution, now: dt.datetime) -> None:
+        """Count this attempt against the member's daily quota, atomically across workers."""
+        limit = self._policy.inquiry_quota(caller.code)
+        day = now.astimezone(dt.UTC).date()
+        for _ in range(3):
+            taken = session.execute(
+                update(QuotaUsage)
+                .where(
+                    QuotaUsage.institution_id == caller.id,
+                    QuotaUsage.day == day,
+                    QuotaUsage.used < limit,
+                )
+                .values(used=QuotaUsage.used + 1)
+            )
+            if getattr(taken, "rowcount", 0):
+                session.commit()
+                return
+            exists = session.scalar(
+                select(QuotaUsage.id).where(
+                    QuotaUsage.institution_id == caller.id, QuotaUsage.day == day
+                )
+            )
+            if exists is not None or limit < 1:
+                session.rollback()
+                tomorrow = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+                raise RateLimited(
+                    f"the daily inquiry quota of {limit} is used up; it renews at 00:00 UTC",
+                    code="inquiry_quota_exhausted",
+                    retry_after=max(1, int((tomorrow - now).total_seconds()) + 1),
+                )
+            try:
+                with session.begin_nested():
+                    session.add(QuotaUsage(institution_id=caller.id, day=day, used=1))
+                session.commit()
+                return
+            except IntegrityError:
+                session.rollback()
+        raise RateLimited(  # pragma: no cover - three lost races in a row
+            "the inquiry quota is contended; retry", code="inquiry_quota_busy", retry_after=1
+        )
+
+    # --- purpose and consent -----------------------------------------------------------
+
+    def _authorize(
+        self,
+        session: Session,
+        caller: Institution,
+        request: InquiryRequest,
+        index: bytes,
+        now: dt.datetime,
+    ) -> tuple[Basis, int | None, str | None]:
+        """The basis on which the member may look, or ``Forbidden`` naming what is missing."""
+        claim = request.consent
+        if claim is not None:
+            consent = self._consent(session, caller, claim, index, now)
+            return Basis(consent.kind), consent.id, consent.reference or consent.ref
+        if request.purpose is Purpose.ACCOUNT_REVIEW:
+            if relationships.has_own_record(session, caller.id, index):
+                return Basis.OWN_RECORD, None, None
+            live = relationships.live_consent(session, caller.id, index, now)
+            if live is not None:
+                return Basis.LIVE_CONSENT, live.id, live.reference or live.ref
+            raise Forbidden(
+                "account review is only for borrowers on whom the member has its own record "
+                "or a live consent",
+                code="no_relationship",
+                errors=[FieldError("purpose", "relationship_required", "no record or consent")],
+            )
+        if request.purpose is Purpose.COLLECTION:
+            if relationships.has_open_delinquency(session, caller.id, index):
+                return Basis.OPEN_DELINQUENCY, None, None
+            raise Forbidden(
+                "collection inquiries are only allowed while the member has an open "
+                "delinquency on the borrower",
+                code="no_open_delinquency",
+                errors=[FieldError("purpose", "open_delinquency_required", "no open record")],
+            )
+        raise Forbidden(  # credit_application without consent is refused by parse_request
+            "a credit application needs the borrower's consent",
+            code="consent_required",
+            errors=[FieldError("consent", "required_for_credit_application", "is required")],
+        )
+
+    def _consent(
+        self,
+        session: Session,
+        caller: Institution,
+        claim: ConsentClaim,
+        index: bytes,
+        now: dt.datetime,
+    ) -> Any:
+        if claim.kind is ConsentKind.CONSENT_CODE:
+            assert claim.code is not None
+            return consents.redeem_code(
+                session,
+                self._material,
+                code=claim.code,
+                institution_id=caller.id,
+                borrower_index=index,
+                now=now,
+            )
+        assert claim.reference and claim.form_sha256 and claim.signed_on
+        return consents.attest_written(
+            session,
+            self._policy,
+            institution_id=caller.id,
+            borrower_index=index,
+            reference=claim.reference,
+            form_sha256=claim.form_sha256,
+            signed_on=claim.signed_on,
+            now=now,
+        )
+
+    # --- the answer --------------------------------------------------------------------
+
+    def _history(
+        self,
+        session: Session,
+        caller: Institution,
+        request: InquiryRequest,
+        index: bytes,
+        basis: Basis,
+        ref: str,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        borrower = session.scalar(select(Borrower).where(Borrower.id_index == index))
+        records: list[Delinquency] = []
+        if borrower is not None:
+            records = list(
+                session.scalars(
+                    select(Delinquency)
+                    .where(
+                        Delinquency.borrower_id == borrower.id,
+                        Delinquency.suppressed_at.is_(None),
+                    )
+                    .order_by(Delinquency.first_delinquency_date, Delinquency.id)
+                )
+            )
+        disputed = _open_disputes(session, [r.id for r in records])
+        file_statement, record_statements = self._statements(session, index, records)
+        shown = []
+        name: str | None = None
+        for record in records:
+            fields = record_fields(self._vault, record)
+            name = fields.pop("name")
+            fields["under_dispute"] = record.id in disputed
+            fields["statement"] = record_statements.get(record.id)
+            viewer = (
+                masking.Viewer.REPORTING_MEMBER
+                if record.institution_id == caller.id
+                else masking.Viewer.OTHER_MEMBER
+            )
+            shown.append(masking.present(viewer, fields))
+        subject = masking.present(
+            masking.Viewer.OTHER_MEMBER,
+            {"national_id": request.national_id, "name": name, "statement": file_statement},
+        )
+        return {
+            "version": 1,
+            "inquiry_id": ref,
+            "institution": caller.code,
+            "purpose": request.purpose.value,
+            "basis": basis.value,
+            "generated_at": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "subject": subject,
+            "summary": self._summary(session, records, disputed, index, now),
+            "records": shown,
+        }
+
+    def _summary(
+        self,
+        session: Session,
+        records: list[Delinquency],
+        disputed: set[int],
+        index: bytes,
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+        for record in records:
+            totals[record.currency] += (
+                record.overdue_principal + record.overdue_interest + record.penalty
+            )
+        open_records = [r for r in records if r.status == "open"]
+        max_dpd = max((r.days_past_due for r in records), default=0)
+        lost = any(r.contact_status == "lost_contact" for r in records)
+        legal = any(r.collection_stage == "legal_action" for r in records)
+        institutions = len({r.institution_id for r in open_records})
+        return {
+            "worst_classification": worst([Tier(r.classification) for r in records]).value,
+            "category": _category(len(records), institutions, max_dpd, lost, legal),
+            "records": len(records),
+            "institutions_with_open_delinquencies": institutions,
+            "total_overdue": {cur: str(totals[cur]) for cur in sorted(totals)},
+            "max_days_past_due": max_dpd,
+            "lost_contact": lost,
+            "legal_action": legal,
+            "disputes_open": len(disputed),
+            "credit_application_inquiries_30d": self._recent(session, index, now, 30),
+            "credit_application_inquiries_90d": self._recent(session, index, now, 90),
+        }
+
+    def _recent(self, session: Session, index: bytes, now: dt.datetime, days: int) -> int:
+        """Answered credit-application inquiries before this one, by any member."""
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Inquiry)
+                .where(
+                    Inquiry.borrower_index == index,
+                    Inquiry.purpose == Purpose.CREDIT_APPLICATION.value,
+                    Inquiry.outcome == "answered",
+                    Inquiry.created_at >= now - dt.timedelta(days=days),
+                )
+            )
+            or 0
+        )
+
+    def _statements(
+        self, session: Session, index: bytes, records: list[Delinquency]
+    ) -> tuple[str | None, dict[int, str]]:
+        """The borrower's own statements, on the file and on shown records."""
+        shown = {r.id for r in records}
+        file_text: str | None = None
+        per_record: dict[int, str] = {}
+        for row in session.scalars(
+            select(BorrowerStatement).where(BorrowerStatement.borrower_index == index)
+        ):
+            if row.delinquency_id is not None and row.delinquency_id not in shown:
+                continue
+            key = self._vault.open_key(row.data_key)
+            text = self._vault.unseal(
+                key, "borrower_statements", "text", row.ref, row.text_ct
+            ).decode()
+            if row.delinquency_id is None:
+                file_text = text
+            else:
+                per_record[row.delinquency_id] = text
+        return file_text, per_record
+
+    # --- the log -----------------------------------------------------------------------
+
+    def _log(
+        self,
+        session: Session,
+        *,
+        ref: str,
+        caller: Institution,
+        index: bytes | None,
+        purpose: str,
+        basis: Basis,
+        consent_id: int | None,
+        consent_reference: str | None,
+        outcome: str,
+        refusal: str | None,
+        raw: bytes,
+        evidence: Mapping[str, Any],
+        now: dt.datetime,
+    ) -> None:
+        data_key, key = self._vault.new_key(session, now)
+        record = json.dumps(
+            {**evidence, "body": base64.b64encode(raw).decode()}, separators=(",", ":")
+        ).encode()
+        session.add(
+            Inquiry(
+                ref=ref,
+                institution_id=caller.id,
+                borrower_index=index,
+                purpose=purpose,
+                consent_kind=basis.value,
+                consent_reference=consent_reference,
+                consent_id=consent_id,
+                outcome=outcome,
+                refusal_code=refusal,
+                data_key=data_key,
+                request_ct=self._vault.seal(key, "inquiries", "request", ref, record),
+                created_at=now,
+            )
+        )
+        session.flush()
+
+    def evidence_of(self, inquiry: Inquiry) -> dict[str, Any]:
+        """The signed request kept with an inquiry (for audits and disputes about an inquiry)."""
+        if inquiry.data_key is None or inquiry.request_ct is None:
+            return {}
+        key = self._vault.open_key(inquiry.data_key)
+        plain = self._vault.unseal(key, "inquiries", "request", inquiry.ref, inquiry.request_ct)
+        loaded: dict[str, Any] = json.loads(plain)
+        return loaded
+
+    # --- retention (the sweeper) -------------------------------------------------------
+
+    def expire(self, sessions: sessionmaker[Session], now: dt.datetime, *, batch: int = 500) -> int:
+        """Delete inquiries past the retention period with their keys; old quota rows too."""
+        horizon = now - dt.timedelta(days=self._policy.inquiry_retention_days)
+        removed = 0
+        while True:
+            with sessions() as session, session.begin():
+                rows = list(
+                    session.execute(
+                        select(Inquiry.id, Inquiry.data_key_id)
+                        .where(Inquiry.created_at < horizon)
+                        .limit(batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                ids = [r.id for r in rows]
+                keys = [r.data_key_id for r in rows if r.data_key_id is not None]
+                if ids:
+                    session.execute(delete(Inquiry).where(Inquiry.id.in_(ids)))
+                    session.execute(delete(DataKey).where(DataKey.id.in_(keys)))
+                removed += len(ids)
+            if len(rows) < batch:
+                break
+        with sessions() as session, session.begin():
+            session.execute(
+                delete(QuotaUsage).where(QuotaUsage.day < now.date() - dt.timedelta(days=2))
+            )
+        return removed
+
+
+def _open_disputes(session: Session, record_ids: list[int]) -> set[int]:
+    if not record_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Dispute.delinquency_id).where(
+                Dispute.delinquency_id.in_(record_ids), Dispute.status == "open"
+            )
+        )
+    )
+
+
+def _category(records: int, institutions: int, max_dpd: int, lost: bool, legal: bool) -> str:
+    """A plain borrower classification from the facts held (DOMAIN.md fact 7 and 8).
+
+    ``severe``: over 90 days past due, lost contact or legal action (where banks block a
+    customer); ``multiple``: open delinquencies at two or more members; ``delinquent``: any
+    record; ``clear``: none.
+    """
+    if records == 0:
+        return "clear"
+    if max_dpd > 90 or lost or legal:
+        return "severe"
+    if institutions >= 2:
+        return "multiple"
+    return "delinquent"
+
+
+def _purpose_hint(raw: bytes) -> str:
+    """The declared purpose of a refused attempt, only if it is one of ours (never free text)."""
+    try:
+        document = strictjson.loads_strict(raw)
+    except StrictJSONError:
+        return "invalid"
+    value = document.get("purpose") if isinstance(document, dict) else None
+    return value if value in set(Purpose) else "invalid"

@@ -1,0 +1,261 @@
+"""Running it for real: readiness, operator-only metrics, JSON logs without personal data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import create_app
+from api.observability import watch_clearings
+from crypto import ed25519
+from factories import Member, admit, envelope, national_id, new_key, payload, signed, submit
+from registry import operators
+from registry.models import Institution, Tombstone
+from registry.settings import Settings
+
+
+@pytest.fixture
+def bank(session: Session) -> Member:
+    return admit(session, "BANKA")
+
+
+@pytest.fixture
+def operator(session: Session) -> Member:
+    key, keyid = new_key()
+    pem = ed25519.public_key_to_pem(ed25519.public_key_raw(key))
+    operators.add(session, "ops-metrics", pem, dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    session.commit()
+    return Member(code="ops-metrics", key=key, keyid=keyid)
+
+
+def samples(
+    client: FlaskClient, operator: Member
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = signed(client, operator, "GET", "/metrics")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/plain"
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+# --- readiness ---------------------------------------------------------------------------
+
+
+def test_ready_when_the_database_answers_at_the_head(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "at_head"},
+    }
+    assert client.get("/healthz").status_code == 200
+
+
+def test_not_ready_when_the_schema_is_behind(settings: Settings, tmp_path: Path) -> None:
+    behind = settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    app = create_app(behind)
+    response = app.test_client().get("/readyz")
+    app.extensions["registry"].engine.dispose()
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["code"] == "not_ready"
+    assert body["checks"] == {"database": "ok", "schema": "not_at_head"}
+    assert response.headers["Retry-After"].isdigit()
+
+
+def test_not_ready_when_the_database_is_unreachable(settings: Settings) -> None:
+    gone = settings.with_overrides(
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"
+    )
+    app = create_app(gone)
+    response = app.test_client().get("/readyz")
+    app.extensions["registry"].engine.dispose()
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["database"] == "unreachable"
+
+
+# --- /metrics ----------------------------------------------------------------------------
+
+
+def test_metrics_are_for_operators_only(
+    client: FlaskClient, bank: Member, operator: Member
+) -> None:
+    anonymous = client.get("/metrics")
+    assert anonymous.status_code == 401
+    assert anonymous.get_json()["code"] == "request_missing_signature"
+    as_member = signed(client, bank, "GET", "/metrics")
+    assert as_member.status_code == 401
+    assert as_member.get_json()["code"] == "request_unknown_key"
+    assert signed(client, operator, "GET", "/metrics").status_code == 200
+
+
+def test_requests_and_reports_are_counted_by_endpoint_and_reason(
+    client: FlaskClient, bank: Member, operator: Member
+) -> None:
+    before = samples(client, operator)
+    assert submit(client, bank, payload(bank)).status_code == 201
+    assert submit(client, bank, payload(bank, days_past_due=2)).status_code == 422
+    after = samples(client, operator)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    reports = "registry_reports_total"
+    assert delta(reports, outcome="accepted", reason="new", via="single") == 1
+    assert delta(reports, outcome="refused", reason="validation_failed", via="single") == 1
+    requests = "registry_http_requests_total"
+    assert delta(requests, endpoint="members.Reports", method="POST", status="201") == 1
+    assert delta(requests, endpoint="members.Reports", method="POST", status="422") == 1
+    latency = "registry_http_request_duration_seconds_count"
+    assert delta(latency, endpoint="members.Reports", method="POST") == 2
+
+
+def test_batch_outcomes_and_clearings_are_counted(
+    client: FlaskClient, bank: Member, operator: Member
+) -> None:
+    doc = payload(bank)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    settle = {
+        "version": 1,
+        "report_id": f"{doc['report_id']}-s",
+        "institution": "BANKA",
+        "account_ref": doc["account_ref"],
+        "sequence": 2,
+        "kind": "settle",
+        "settlement": {"type": "paid_in_full", "date": today},
+    }
+    body = json.dumps(
+        {"envelopes": [envelope(bank, doc).decode(), envelope(bank, settle).decode(), "[]"]}
+    ).encode()
+    before = samples(client, operator)
+    assert signed(client, bank, "POST", "/v1/reports/batch", body).status_code == 200
+    after = samples(client, operator)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    reports = "registry_reports_total"
+    assert delta(reports, outcome="accepted", reason="new", via="batch") == 2
+    assert delta(reports, outcome="refused", reason="envelope_malformed", via="batch") == 1
+    assert delta("registry_clearings_total", reason="settled") == 1
+
+
+def test_clearings_are_counted_on_commit_only(engine: Engine, bank: Member) -> None:
+    sessions = sessionmaker(bind=engine)
+    watch_clearings(sessions)
+
+    def counted() -> float:
+        found = REGISTRY.get_sample_value("registry_clearings_total", {"reason": "fraud"})
+        return found or 0.0
+
+    with sessions() as s:
+        institution = s.scalar(select(Institution.id).where(Institution.code == bank.code))
+        assert institution is not None
+
+        def tombstone() -> Tombstone:
+            now = dt.datetime.now(dt.UTC)
+            return Tombstone(
+                institution_id=institution, last_sequence=1, reason="fraud", cleared_at=now
+            )
+
+        start = counted()
+        s.add(tombstone())
+        s.flush()
+        s.rollback()
+        assert counted() == start
+        s.add(tombstone())
+        s.flush()
+        assert counted() == start
+        s.commit()
+        assert counted() == start + 1
+
+
+def test_inquiry_counter_takes_purpose_and_outcome(client: FlaskClient, operator: Member) -> None:
+    from api.observability import count_inquiry
+
+    before = samples(client, operator)
+    count_inquiry("account_review", "answered")
+    after = samples(client, operator)
+    name, labels = "registry_inquiries_total", {"purpose": "account_review", "outcome": "answered"}
+    assert value(after, name, **labels) - value(before, name, **labels) == 1
+
+
+def test_metrics_never_carry_personal_data_or_paths(
+    client: FlaskClient, bank: Member, operator: Member
+) -> None:
+    doc = payload(bank)
+    submit(client, bank, doc)
+    signed(client, bank, "GET", f"/v1/receipts/{doc['report_id']}")
+    signed(client, bank, "GET", "/v1/receipts/ACCT-9999-no-such")
+    text = signed(client, operator, "GET", "/metrics").get_data(as_text=True)
+    for secret in (doc["report_id"], doc["account_ref"], national_id(1), "/v1/", "ACCT-9999"):
+        assert secret not in text
+    assert 'endpoint="members.Receipt"' in text
+
+
+# --- JSON logs ---------------------------------------------------------------------------
+
+
+def test_each_request_is_one_json_log_line_without_personal_data(
+    client: FlaskClient, bank: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = payload(bank)
+    capsys.readouterr()
+    response = submit(client, bank, doc, extra_headers={"X-Request-Id": "lb-0123456789"})
+    assert response.headers["X-Request-Id"] == "lb-0123456789"
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    [request_line] = [line for line in lines if line["logger"] == "registry.request"]
+    assert request_line["endpoint"] == "members.Reports"
+    assert request_line["status"] == 201 and request_line["method"] == "POST"
+    assert request_line["request_id"] == "lb-0123456789"
+    assert request_line["duration_ms"] >= 0
+    assert {"time", "level", "message"} <= set(request_line)
+    text = json.dumps(lines, ensure_ascii=False)
+    for secret in (doc["report_id"], doc["account_ref"], national_id(1), "张三", "+86"):
+        assert secret not in text
+
+
+def test_an_unsafe_incoming_request_id_is_replaced(client: FlaskClient) -> None:
+    response = client.get("/healthz", headers={"X-Request-Id": "<script>11010519491231002X"})
+    assert re.fullmatch(r"[0-9a-f]{16}", response.headers["X-Request-Id"])
+
+
+def test_a_failure_is_logged_by_type_and_place_not_by_message(
+    client: FlaskClient,
+    bank: Member,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from registry import receipts
+
+    def broken(*_args: object, **_kwargs: object) -> bytes:
+        raise ValueError(f"secret {national_id(7)}")
+
+    monkeypatch.setattr(receipts, "find", broken)
+    capsys.readouterr()
+    response = signed(client, bank, "GET", "/v1/receipts/whatever-0001")
+    assert response.status_code == 500
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert any(line["level"] == "ERROR" and "ValueError" in line["message"] for line in lines)
+    assert all(line.get("request_id") for line in lines)
+    assert national_id(7) not in err
