@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from client import batch
 from client import keys as keyfiles
 from client.errors import ClientError, ReceiptInvalid, RegistryError, TransportError
 from client.http import RegistryClient
@@ -171,6 +172,80 @@ def submit(
     state = "accepted (201 Created)" if result.created else "already accepted (200 OK)"
     click.echo(state, err=True)
     _echo_bytes(result.receipt)
+
+
+@cli.command("submit-batch")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@_url_option
+@_key_option
+@click.option(
+    "--state",
+    "state_path",
+    type=_OUT,
+    help="state file (JSON lines: outcome and receipt per envelope) [default: SOURCE.state]",
+)
+@click.option(
+    "--batch-size",
+    default=batch.DEFAULT_CHUNK,
+    show_default=True,
+    type=click.IntRange(1, batch.MAX_CHUNK),
+    help="envelopes per request",
+)
+@click.option(
+    "--registry-keys",
+    "registry_keys",
+    help="file or URL of the registry keys: verify every receipt before recording it",
+)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@_timeout_option
+@_retries_option
+def submit_batch(
+    source: Path,
+    url: str,
+    key_path: Path,
+    state_path: Path | None,
+    batch_size: int,
+    registry_keys: str | None,
+    quiet: bool,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Submit SOURCE (JSON lines of envelopes, or a directory of envelope files) in batches.
+
+    Every outcome and receipt is appended to the state file as soon as its batch is answered;
+    run the same command again after an interruption and it goes on where it stopped, sending
+    nothing twice. Exit 0 if every report was accepted, 1 if some were refused (listed on
+    stderr and in the state file), 3 if the registry could not be reached (rerun later).
+    """
+    client = _client(url, key_path, timeout, retries)
+    check = None
+    if registry_keys is not None:
+        trusted = load_registry_keys(registry_keys)
+
+        def check(raw: bytes, outcome: batch.Outcome) -> None:
+            assert outcome.receipt is not None
+            verify_receipt(outcome.receipt, trusted, envelope=raw)
+
+    progress = None if quiet else batch.Progress(batch.count_envelopes(source))
+    state = batch.StateFile(state_path or source.with_name(source.name + ".state"))
+    with state:
+        summary = batch.submit_file(
+            source, state, client.submit_batch, chunk=batch_size, progress=progress, check=check
+        )
+    click.echo(
+        f"{summary.total} envelopes: {summary.accepted} accepted now "
+        f"({summary.resent} of them already before), {summary.refused} refused, "
+        f"{summary.skipped} skipped (answered in an earlier run); state in {state.path}",
+        err=True,
+    )
+    if summary.refused_before:
+        click.echo(
+            f"  {summary.refused_before} refused in an earlier run (see the state file)", err=True
+        )
+    if summary.refused or summary.refused_before:
+        for code, n in sorted(summary.refusals.items()):
+            click.echo(f"  refused {n} x {code}", err=True)
+        raise click.exceptions.Exit(EXIT_REFUSED)
 
 
 @cli.group()

@@ -8,6 +8,7 @@ the signature, even when the request then fails.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import secrets
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 
+from client.batch import Outcome
 from client.errors import ClientError, RegistryError, TransportError
 from client.receipts import RegistryKey, parse_registry_keys
 from crypto import httpsig
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 DSSE_JSON = "application/json"
 USER_AGENT = "registry-client/0.1"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# A batch answer carries one receipt (~600 bytes) or problem per report, up to 10,000 reports.
+MAX_BATCH_RESPONSE_BYTES = 64 * 1024 * 1024
 RETRY_AFTER_CAP = 60.0
 
 
@@ -102,6 +106,26 @@ class RegistryClient:
             raise RegistryError(status, _problem(status, body))
         return SubmitResult(status=status, receipt=body)
 
+    def submit_batch(self, envelopes: list[bytes]) -> list[Outcome]:
+        """POST envelopes (exact bytes each) to ``/v1/reports/batch``; one outcome per envelope.
+
+        Retrying a whole batch is as safe as retrying one report: every envelope already
+        accepted is answered 200 with its original receipt.
+        """
+        try:
+            texts = [raw.decode("utf-8") for raw in envelopes]
+        except UnicodeDecodeError:
+            raise ClientError(
+                "an envelope is not UTF-8 text; it cannot be a DSSE envelope"
+            ) from None
+        body = json.dumps({"envelopes": texts}, separators=(",", ":")).encode()
+        status, answer = self._request(
+            "POST", "/v1/reports/batch", body, signed=True, limit=MAX_BATCH_RESPONSE_BYTES
+        )
+        if status != 200:
+            raise RegistryError(status, _problem(status, answer))
+        return _batch_outcomes(envelopes, answer)
+
     def receipt(self, report_id: str) -> bytes:
         """The receipt of one of this member's reports, as the registry stored it."""
         path = "/v1/receipts/" + urllib.parse.quote(report_id, safe=":")
@@ -117,7 +141,15 @@ class RegistryClient:
             raise ClientError("the registry keys answer is not JSON") from None
         return parse_registry_keys(document)
 
-    def _request(self, method: str, path: str, body: bytes, *, signed: bool) -> tuple[int, bytes]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        signed: bool,
+        limit: int = MAX_RESPONSE_BYTES,
+    ) -> tuple[int, bytes]:
         """Send with retries; return ``(status, body)`` of a 2xx, raise on anything else."""
         url = self.base_url + path
         for attempt in range(self._retries + 1):
@@ -125,7 +157,7 @@ class RegistryClient:
             request = self._build(method, url, body, signed=signed)
             try:
                 with self._opener.open(request, timeout=self._timeout) as response:
-                    return response.status, _read(response)
+                    return response.status, _read(response, limit)
             except urllib.error.HTTPError as exc:
                 status, answer = exc.code, _read(exc)
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
@@ -173,9 +205,9 @@ class RegistryClient:
         return base * (0.5 + secrets.randbelow(1000) / 2000)
 
 
-def _read(response: Any) -> bytes:
-    data: bytes = response.read(MAX_RESPONSE_BYTES + 1)
-    if len(data) > MAX_RESPONSE_BYTES:
+def _read(response: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    data: bytes = response.read(limit + 1)
+    if len(data) > limit:
         raise ClientError("the registry's answer is larger than the client accepts")
     return data
 
@@ -190,3 +222,43 @@ def _problem(status: int, body: bytes) -> dict[str, Any]:
         return document
     text = body.decode("utf-8", "replace").strip()[:300]
     return {"status": status, "detail": text or f"HTTP {status} without problem details"}
+
+
+def _batch_outcomes(envelopes: list[bytes], answer: bytes) -> list[Outcome]:
+    """Pair each envelope with its result; a receipt is kept as the registry's exact bytes.
+
+    The registry signs receipts as compact JSON with sorted keys, so serialising the object
+    that way gives back those bytes (checked: the receipt is verified against them later).
+    """
+    try:
+        document = json.loads(answer)
+        results = document["results"]
+    except (ValueError, KeyError, TypeError):
+        raise ClientError("the registry's batch answer is not the expected JSON") from None
+    if not isinstance(results, list) or len(results) != len(envelopes):
+        raise ClientError("the registry's batch answer does not have one result per envelope")
+    outcomes = []
+    for raw, result in zip(envelopes, results, strict=True):
+        digest = hashlib.sha256(raw).hexdigest()
+        status = int(result.get("status", 0))
+        if status in (200, 201) and isinstance(result.get("receipt"), dict):
+            receipt = json.dumps(result["receipt"], sort_keys=True, separators=(",", ":"))
+            outcomes.append(
+                Outcome(
+                    digest,
+                    status,
+                    report_id=str(result.get("report_id", "")),
+                    receipt=receipt.encode(),
+                )
+            )
+            continue
+        problem = result.get("problem") if isinstance(result.get("problem"), dict) else {}
+        outcomes.append(
+            Outcome(
+                digest,
+                status or 500,
+                code=str(problem.get("code", f"http_{status}")),
+                detail=str(problem.get("detail", "")),
+            )
+        )
+    return outcomes
