@@ -93,7 +93,8 @@ def decode_cursor(cursor: str | None, *, field: str = "after") -> int:
     if len(cursor) > 32:
         raise bad
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise bad from None
     if not text.startswith("p") or not text[1:].isdigit() or len(text) > 20:

@@ -60,6 +60,8 @@ class SubscribeSchema(_Strict):
 
 
 class PageQuerySchema(_Strict):
+    """Query strings too refuse unknown parameters (webargs would drop them: pass ``unknown``)."""
+
     after = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
     limit = ma.fields.Integer(metadata={"description": f"1 to {alerts.MAX_PAGE} (default 100)"})
 
@@ -180,7 +182,7 @@ class Subscriptions(MethodView):
         session.commit()
         return _subscription(row), 201 if created else 200
 
-    @blp.arguments(PageQuerySchema, location="query")
+    @blp.arguments(PageQuerySchema, location="query", unknown=ma.RAISE)
     @blp.response(200, SubscriptionPageSchema)
     @blp.doc(security=SIGNED, responses=_problems(401, 403, 422))
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +251,7 @@ class WebhookItem(MethodView):
 
 @blp.route("/alerts")
 class Alerts(MethodView):
-    @blp.arguments(AlertQuerySchema, location="query")
+    @blp.arguments(AlertQuerySchema, location="query", unknown=ma.RAISE)
     @blp.response(200, AlertPageSchema)
     @blp.doc(security=SIGNED, responses=_problems(401, 403, 422))
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
