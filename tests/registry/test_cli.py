@@ -45,7 +45,7 @@ def test_init_creates_secrets_0600_and_never_overwrites(env: dict[str, str]) -> 
 
 def test_members_and_keys_lifecycle(env: dict[str, str], tmp_path: Path) -> None:
     assert run(env, "init").exit_code == 0
-    assert run(env, "migrate").output.strip() == "database at head"
+    assert run(env, "migrate").stdout.strip() == "database at head"
     database = Path(env["REGISTRY_INSTANCE"]) / "registry.db"
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     assert run(env, "members", "add", "BANKA", "--name", "Bank A").exit_code == 0
