@@ -15,7 +15,7 @@ import enum
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -164,10 +164,18 @@ def _consent(c: Collector, document: dict[str, Any]) -> ConsentClaim | None:
 class Inquiries:
     """Answers members' inquiries and keeps the inquiry log."""
 
-    def __init__(self, material: KeyMaterial, policy: Policy) -> None:
+    def __init__(
+        self,
+        material: KeyMaterial,
+        policy: Policy,
+        *,
+        observer: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``observer(purpose, outcome)`` hears of every logged inquiry once it is committed."""
         self._material = material
         self._policy = policy
         self._vault = Vault(material.keyring)
+        self._observer = observer or (lambda _purpose, _outcome: None)
 
     def borrower_index(self, national_id: str) -> bytes:
         return self._material.blind_index.digest("national_id", national_id)
@@ -219,6 +227,7 @@ class Inquiries:
                 now=now,
             )
             session.commit()
+            self._observer(purpose_hint, "answered")
             return InquiryAnswer(inquiry_id=ref, statement=statement)
         except RegistryError as exc:
             session.rollback()
@@ -240,6 +249,7 @@ class Inquiries:
                 now=now,
             )
             session.commit()
+            self._observer(purpose_hint, "refused")
             raise
         except BaseException:
             session.rollback()

@@ -545,3 +545,22 @@ def test_every_field_of_the_answer_about_the_borrower_has_a_masking_rule(
     )
     assert set(document["subject"]) <= set(masking.FIELDS)
     assert set(document["records"][0]) <= set(masking.FIELDS)
+
+
+def test_every_logged_inquiry_is_reported_to_the_observer_after_commit(
+    app: Flask, client: FlaskClient, bank: Member
+) -> None:
+    from registry.inquiries import Inquiries
+
+    svc = app.extensions["registry"]
+    seen: list[tuple[str, str]] = []
+    svc.inquiries = Inquiries(svc.material, svc.policy, observer=lambda *e: seen.append(e))
+    submit(client, bank, payload(bank))
+    inquire(client, bank, {"national_id": ALICE, "purpose": "account_review"})
+    inquire(client, bank, {"national_id": ALICE, "purpose": "astrology"})
+    inquire(client, bank, {"national_id": BOB, "purpose": "collection"})
+    assert seen == [
+        ("account_review", "answered"),
+        ("invalid", "refused"),
+        ("collection", "refused"),
+    ]
