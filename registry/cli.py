@@ -18,6 +18,7 @@ from registry import alerts, members, notify, operators
 from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
+from registry.inquiries import Inquiries
 from registry.policy import DEFAULT_POLICY
 from registry.secrets import init_instance, load_key_material
 from registry.settings import Settings
@@ -281,9 +282,11 @@ def notifications(ctx: click.Context, as_json: bool) -> None:
 def _sweep_once(settings: Settings) -> str:
     engine = make_engine(settings)
     try:
-        clearer = Clearer(load_key_material(settings), DEFAULT_POLICY)
+        material = load_key_material(settings)
+        clearer = Clearer(material, DEFAULT_POLICY)
         report = clearer.sweep(make_session_factory(engine), _now())
         kept = alerts.housekeeping(make_session_factory(engine), DEFAULT_POLICY, _now())
+        forgotten = Inquiries(material, DEFAULT_POLICY).expire(make_session_factory(engine), _now())
     finally:
         engine.dispose()
     cleared = ", ".join(f"{rule}={n}" for rule, n in report.cleared.items())
@@ -291,7 +294,8 @@ def _sweep_once(settings: Settings) -> str:
         f"cleared: {cleared}; certificates expired={report.certificates_expired}; "
         f"tombstones anonymised={report.tombstones_anonymised}; "
         f"nonces purged={report.nonces_purged}; "
-        f"subscriptions ended={kept.subscriptions_ended}; alerts expired={kept.alerts_deleted}"
+        f"subscriptions ended={kept.subscriptions_ended}; alerts expired={kept.alerts_deleted}; "
+        f"inquiries expired={forgotten}"
     )
 
 
