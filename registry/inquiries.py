@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crypto import dsse, strictjson
 from crypto.errors import StrictJSONError
-from registry import consents, masking, relationships
+from registry import consents, masking, relationships, statements
 from registry.classification import Tier, worst
 from registry.errors import (
     FieldError,
@@ -39,7 +39,6 @@ from registry.errors import (
 from registry.fields import Collector, choice, date_value, json_object, national_id_value, string
 from registry.models import (
     Borrower,
-    BorrowerStatement,
     DataKey,
     Delinquency,
     Dispute,
@@ -396,7 +395,9 @@ class Inquiries:
                 )
             )
         disputed = _open_disputes(session, [r.id for r in records])
-        file_statement, record_statements = self._statements(session, index, records)
+        file_statement, record_statements = statements.statements_for_inquiry(
+            session, self._material, index, [r.id for r in records]
+        )
         shown = []
         name: str | None = None
         for record in records:
@@ -473,28 +474,6 @@ class Inquiries:
             )
             or 0
         )
-
-    def _statements(
-        self, session: Session, index: bytes, records: list[Delinquency]
-    ) -> tuple[str | None, dict[int, str]]:
-        """The borrower's own statements, on the file and on shown records."""
-        shown = {r.id for r in records}
-        file_text: str | None = None
-        per_record: dict[int, str] = {}
-        for row in session.scalars(
-            select(BorrowerStatement).where(BorrowerStatement.borrower_index == index)
-        ):
-            if row.delinquency_id is not None and row.delinquency_id not in shown:
-                continue
-            key = self._vault.open_key(row.data_key)
-            text = self._vault.unseal(
-                key, "borrower_statements", "text", row.ref, row.text_ct
-            ).decode()
-            if row.delinquency_id is None:
-                file_text = text
-            else:
-                per_record[row.delinquency_id] = text
-        return file_text, per_record
 
     # --- the log -----------------------------------------------------------------------
 
