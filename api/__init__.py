@@ -43,13 +43,14 @@ def create_app(
         material=material,
         policy=chosen_policy,
         intake=Intake(material, chosen_policy),
-        inquiries=Inquiries(material, chosen_policy, observer=observability.count_inquiry),
+        inquiries=Inquiries(material, chosen_policy),
         clock=clock or utc_now,
     )
     app.teardown_appcontext(close_db)
 
     api = openapi.Api(app)
     from api.members.alerts import blp as members_alerts
+    from api.members.disputes import blp as members_disputes
     from api.members.inquiries import blp as members_inquiries
     from api.members.views import blp as members
     from api.operator.views import blp as operator
@@ -60,6 +61,7 @@ def create_app(
     api.register_blueprint(members_inquiries)
     api.register_blueprint(operator)
     api.register_blueprint(members_alerts)
+    api.register_blueprint(members_disputes)
     observability.init_app(app, api, app.extensions[EXTENSION].sessions)
     errors.register(app)
     return app

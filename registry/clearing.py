@@ -15,6 +15,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,9 +26,11 @@ from registry.db import checkpoint_wal
 from registry.masking import mask_account_ref
 from registry.models import (
     Borrower,
+    BorrowerStatement,
     ClearanceCertificate,
     DataKey,
     Delinquency,
+    Dispute,
     Report,
     Tombstone,
 )
@@ -51,11 +54,26 @@ class SweepReport:
 
     cleared: dict[str, int] = field(default_factory=dict)
     certificates_expired: int = 0
+    disputes_expired: int = 0
     tombstones_anonymised: int = 0
     nonces_purged: int = 0
 
     def total(self) -> int:
         return sum(self.cleared.values()) + self.certificates_expired
+
+
+def _delete_keyed(
+    session: Session, model: type[Dispute] | type[BorrowerStatement], condition: Any
+) -> list[int]:
+    """Delete a record's or file's dependent rows; returns their data keys, to destroy.
+
+    NOTE: the foreign-key cascade would delete the rows but leave their data keys behind,
+    and a surviving key keeps any copied ciphertext readable.
+    """
+    keys = list(session.scalars(select(model.data_key_id).where(condition)))
+    if keys:
+        session.execute(delete(model).where(condition))
+    return keys
 
 
 class Clearer:
@@ -87,15 +105,23 @@ class Clearer:
         )
         data_key_id = record.data_key_id
         session.execute(delete(Report).where(Report.delinquency_id == record.id))
+        attached = _delete_keyed(session, Dispute, Dispute.delinquency_id == record.id)
+        attached += _delete_keyed(
+            session, BorrowerStatement, BorrowerStatement.delinquency_id == record.id
+        )
         session.delete(record)
         session.flush()
-        session.execute(delete(DataKey).where(DataKey.id == data_key_id))
+        session.execute(delete(DataKey).where(DataKey.id.in_([data_key_id, *attached])))
         others = session.scalar(select(exists().where(Delinquency.borrower_id == borrower.id)))
         if not others:
             borrower_key = borrower.data_key_id
+            # The borrower's statement on the whole file goes with the file.
+            attached = _delete_keyed(
+                session, BorrowerStatement, BorrowerStatement.borrower_index == borrower.id_index
+            )
             session.delete(borrower)
             session.flush()
-            session.execute(delete(DataKey).where(DataKey.id == borrower_key))
+            session.execute(delete(DataKey).where(DataKey.id.in_([borrower_key, *attached])))
 
     def _certify(
         self,
@@ -186,6 +212,10 @@ class Clearer:
         for reason, name, condition in rules:
             report.cleared[name] = self._clear_matching(sessions, condition, reason, now, batch)
         report.certificates_expired = self._expire_certificates(sessions, now, batch)
+        # NOTE: imported here because disputes clear records through this module.
+        from registry.disputes import expire_overdue
+
+        report.disputes_expired = expire_overdue(sessions, self._material, now, batch=batch)
         with sessions() as session, session.begin():
             horizon = now - dt.timedelta(days=self._policy.max_age_days)
             result = session.execute(

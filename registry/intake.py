@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
-from registry import alerts, lifecycle, receipts
+from registry import alerts, disputes, lifecycle, receipts
 from registry import payload as p
 from registry.clearing import Clearer, ClearReason
 from registry.errors import (
@@ -254,6 +254,7 @@ class Intake:
         if report.state is not None:
             self._check_same_borrower(current, report.state)
             self._write_state(current, report.state, key)
+            disputes.on_member_report(session, self._material, current, report.kind.value, now)
         elif report.payment is not None:
             if report.payment.date < current.first_delinquency_date:
                 raise ValidationFailed(
