@@ -6,7 +6,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from factories import admit, national_id, payload, submit
+from factories import admit, inquire, national_id, payload, submit
 from ondisk import database_bytes
 
 
@@ -15,7 +15,7 @@ def _variants(value: str) -> list[bytes]:
     return [value.encode("utf-8"), value.encode("utf-16-le"), value.encode("utf-16-be")]
 
 
-def test_after_submissions_no_id_name_phone_address_or_account_is_in_the_raw_bytes(
+def test_after_submissions_and_inquiries_no_personal_data_is_in_the_raw_bytes(
     client: FlaskClient, session: Session, engine: Engine
 ) -> None:
     bank = admit(session, "BANKA")
@@ -30,6 +30,9 @@ def test_after_submissions_no_id_name_phone_address_or_account_is_in_the_raw_byt
         }
         assert submit(client, bank, doc).status_code == 201
         people.append(doc)
+        # The inquiry log keeps the signed request (national ID in its body) as evidence.
+        review = {"national_id": doc["borrower"]["national_id"], "purpose": "account_review"}
+        assert inquire(client, bank, review).status_code == 200
     # No checkpoint: the WAL as the submissions left it is scanned too.
     raw = database_bytes(engine, checkpoint=False)
     assert len(raw) > 0
