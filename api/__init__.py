@@ -43,7 +43,7 @@ def create_app(
         material=material,
         policy=chosen_policy,
         intake=Intake(material, chosen_policy),
-        inquiries=Inquiries(material, chosen_policy),
+        inquiries=Inquiries(material, chosen_policy, observer=observability.count_inquiry),
         clock=clock or utc_now,
     )
     app.teardown_appcontext(close_db)
