@@ -6,11 +6,16 @@ Each audience's blueprint installs its own hook (``require_member`` or ``require
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from flask import g, request
 
 from api.services import db, services
 from registry.authn import Caller, authenticate, authenticate_operator
 from registry.models import Operator
+
+T = TypeVar("T")
 
 
 def target_uri() -> str:
@@ -22,46 +27,35 @@ def target_uri() -> str:
     return request.url
 
 
-def require_member() -> None:
-    """``before_request`` hook of member blueprints: authenticate, remember the nonce, commit."""
+def _verified(authenticator: Callable[..., T]) -> T:
+    """Run ``authenticator`` over this request and commit its nonce, or roll back and raise."""
     svc = services()
     session = db()
-    body = request.get_data(cache=True)
     try:
-        g.caller = authenticate(
+        who = authenticator(
             session,
             svc.settings,
             method=request.method,
             url=target_uri(),
             headers=dict(request.headers.items()),
-            body=body,
+            body=request.get_data(cache=True),
             now=svc.clock(),
         )
         session.commit()
     except BaseException:
         session.rollback()
         raise
+    return who
+
+
+def require_member() -> None:
+    """``before_request`` hook of member blueprints: authenticate, remember the nonce, commit."""
+    g.caller = _verified(authenticate)
 
 
 def require_operator() -> None:
     """``before_request`` hook of operator blueprints: only an operator's key is accepted."""
-    svc = services()
-    session = db()
-    body = request.get_data(cache=True)
-    try:
-        g.operator = authenticate_operator(
-            session,
-            svc.settings,
-            method=request.method,
-            url=target_uri(),
-            headers=dict(request.headers.items()),
-            body=body,
-            now=svc.clock(),
-        )
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+    g.operator = _verified(authenticate_operator)
 
 
 def operator() -> Operator:
