@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -66,6 +66,25 @@ def _one_of(field: str, value: object, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _checked(first: Callable[[], object], text: Callable[[], str | None]) -> str | None:
+    """Run both checks and report every broken rule at once; returns the cleaned text."""
+    errors: list[FieldError] = []
+    cleaned: str | None = None
+    try:
+        first()
+    except ValidationFailed as exc:
+        errors += exc.errors
+    try:
+        cleaned = text()
+    except ValidationFailed as exc:
+        errors += exc.errors
+    if len(errors) > 1:
+        raise ValidationFailed("the request breaks the rules listed in errors", errors=errors)
+    if errors:
+        raise ValidationFailed(f"{errors[0].field} {errors[0].message}", errors=errors)
+    return cleaned
+
+
 def _pending(session: Session, record_id: int) -> list[Dispute]:
     """The record's unanswered disputes, re-read (the caller holds the record's lock)."""
     return list(
@@ -93,9 +112,11 @@ def file_dispute(
     Another person's record is ``NotFound`` exactly like a missing one. The free text is
     encrypted under the dispute's own data key.
     """
-    _one_of("reason", reason, REASONS)
-    clean = clean_text(
-        text, field="text", max_length=MAX_TEXT, required=reason == "other", newlines=True
+    clean = _checked(
+        lambda: _one_of("reason", reason, REASONS),
+        lambda: clean_text(
+            text, field="text", max_length=MAX_TEXT, required=reason == "other", newlines=True
+        ),
     )
     record = own_record(session, borrower_index, record_ref, lock=True)
     pending = _pending(session, record.id)
@@ -254,9 +275,11 @@ def answer(
     acceptance answers the dispute (``on_member_report``), so the correction itself is the
     signed evidence. Any answer lifts a suppression.
     """
-    _one_of("answer", answer, ANSWERS)
-    clean_note = clean_text(
-        note, field="note", max_length=MAX_NOTE, required=answer == "confirm", newlines=True
+    clean_note = _checked(
+        lambda: _one_of("answer", answer, ANSWERS),
+        lambda: clean_text(
+            note, field="note", max_length=MAX_NOTE, required=answer == "confirm", newlines=True
+        ),
     )
     if answer == "correct":
         raise ValidationFailed(

@@ -226,6 +226,18 @@ def test_filing_rules(
     assert session.scalar(select(func.count()).select_from(Dispute)) == 0
 
 
+def test_every_broken_rule_is_reported_at_once(
+    client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
+) -> None:
+    _, record = open_record(client, session, bank)
+    with pytest.raises(ValidationFailed) as caught:
+        file(session, material, record, reason="bogus", text="x" * 1001)
+    assert {(e.field, e.rule) for e in caught.value.errors} == {
+        ("reason", "one_of"),
+        ("text", "max_length"),
+    }
+
+
 def test_every_reason_is_accepted_and_text_is_optional_except_for_other(
     client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
 ) -> None:
