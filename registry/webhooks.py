@@ -419,18 +419,20 @@ class Deliverer:
                 )
             }
             member_ids = {r.institution_id for r in rows}
-            urls = dict(
-                session.execute(
+            urls = {
+                member_id: url
+                for member_id, url in session.execute(
                     select(Webhook.institution_id, Webhook.url).where(
                         Webhook.institution_id.in_(member_ids)
                     )
-                ).tuples()
-            )
-            codes = dict(
-                session.execute(
+                )
+            }
+            codes = {
+                member_id: code
+                for member_id, code in session.execute(
                     select(Institution.id, Institution.code).where(Institution.id.in_(member_ids))
-                ).tuples()
-            )
+                )
+            }
             return [
                 _Job(
                     delivery_id=row.id,

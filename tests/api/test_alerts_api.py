@@ -112,8 +112,11 @@ def test_suspended_members_get_403_and_unknown_keys_401(
     members.suspend(session, "BANKA", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     session.commit()
     for method, path in ROUTES:
-        problem(call(client, bank, method, path, {} if method in ("POST", "PUT") else None),
-                403, "member_suspended")  # fmt: skip
+        problem(
+            call(client, bank, method, path, {} if method in ("POST", "PUT") else None),
+            403,
+            "member_suspended",
+        )
 
 
 # --- subscriptions -----------------------------------------------------------------------
@@ -146,8 +149,9 @@ def test_subscribing_needs_a_relationship(client: FlaskClient, bank: Member) -> 
 def test_bad_subscription_bodies_are_422_naming_field_and_rule(
     client: FlaskClient, bank: Member, body: dict[str, Any], expected: tuple[str, str]
 ) -> None:
-    answer = problem(call(client, bank, "POST", "/v1/subscriptions", body), 422,
-                     "validation_failed")  # fmt: skip
+    answer = problem(
+        call(client, bank, "POST", "/v1/subscriptions", body), 422, "validation_failed"
+    )
     assert expected in rules(answer)
     assert WRONG_CHECK not in json.dumps(answer)
 
@@ -159,10 +163,16 @@ def test_a_member_lists_gets_and_ends_only_its_own_subscriptions(
     theirs = subscribed(client, watcher, 32)
     listed = call(client, bank, "GET", "/v1/subscriptions").get_json()
     assert [s["ref"] for s in listed["subscriptions"]] == [mine["ref"]]
-    problem(call(client, bank, "GET", f"/v1/subscriptions/{theirs['ref']}"), 404,
-            "subscription_not_found")  # fmt: skip
-    problem(call(client, bank, "DELETE", f"/v1/subscriptions/{theirs['ref']}"), 404,
-            "subscription_not_found")  # fmt: skip
+    problem(
+        call(client, bank, "GET", f"/v1/subscriptions/{theirs['ref']}"),
+        404,
+        "subscription_not_found",
+    )
+    problem(
+        call(client, bank, "DELETE", f"/v1/subscriptions/{theirs['ref']}"),
+        404,
+        "subscription_not_found",
+    )
     assert call(client, watcher, "GET", f"/v1/subscriptions/{theirs['ref']}").status_code == 200
 
     ended = call(client, bank, "DELETE", f"/v1/subscriptions/{mine['ref']}")
@@ -173,8 +183,10 @@ def test_a_member_lists_gets_and_ends_only_its_own_subscriptions(
     # A new subscription after ending one is a new ref; the list shows both, with their state.
     renewed = subscribe(client, bank, 31).get_json()
     assert renewed["ref"] != mine["ref"]
-    states = [s["state"] for s in call(client, bank, "GET", "/v1/subscriptions").get_json()[
-        "subscriptions"]]  # fmt: skip
+    states = [
+        s["state"]
+        for s in call(client, bank, "GET", "/v1/subscriptions").get_json()["subscriptions"]
+    ]
     assert states == ["ended", "active"]
 
 
@@ -184,9 +196,15 @@ def test_the_list_shows_a_subscription_ended_by_its_relationship(
     sub = subscribed(client, bank, 33)
     doc = own_record(client, bank, 34)  # another borrower, unaffected
     call(client, bank, "POST", "/v1/subscriptions", {"national_id": national_id(34)})
-    withdraw = {"version": 1, "report_id": "withdraw-33", "institution": "BANKA",
-                "account_ref": "OWN-BANKA-33", "sequence": 2, "kind": "withdraw",
-                "withdrawal": {"reason": "fraud"}}  # fmt: skip
+    withdraw = {
+        "version": 1,
+        "report_id": "withdraw-33",
+        "institution": "BANKA",
+        "account_ref": "OWN-BANKA-33",
+        "sequence": 2,
+        "kind": "withdraw",
+        "withdrawal": {"reason": "fraud"},
+    }
     assert submit(client, bank, withdraw).status_code == 201
     listed = call(client, bank, "GET", "/v1/subscriptions").get_json()["subscriptions"]
     by_ref = {s["ref"]: s for s in listed}
@@ -247,8 +265,9 @@ def test_a_member_registers_replaces_and_removes_its_webhook(
 def test_unacceptable_webhook_urls_are_422(
     client: FlaskClient, bank: Member, url: str, rule: str
 ) -> None:
-    answer = problem(call(client, bank, "PUT", "/v1/webhook", {"url": url}), 422,
-                     "validation_failed")  # fmt: skip
+    answer = problem(
+        call(client, bank, "PUT", "/v1/webhook", {"url": url}), 422, "validation_failed"
+    )
     assert rules(answer) == {("url", rule)}
 
 
@@ -306,8 +325,11 @@ def test_one_alert_by_event_id_and_never_another_members(
     one = call(client, watcher, "GET", f"/v1/alerts/{alert['event_id']}")
     assert one.status_code == 200 and one.get_json() == alert
     problem(call(client, bank, "GET", f"/v1/alerts/{alert['event_id']}"), 404, "alert_not_found")
-    problem(call(client, bank, "POST", f"/v1/alerts/{alert['event_id']}/redeliver"), 404,
-            "alert_not_found")  # fmt: skip
+    problem(
+        call(client, bank, "POST", f"/v1/alerts/{alert['event_id']}/redeliver"),
+        404,
+        "alert_not_found",
+    )
 
 
 def test_dead_letters_are_visible_and_can_be_redelivered(
@@ -316,8 +338,11 @@ def test_dead_letters_are_visible_and_can_be_redelivered(
     subscribed(client, watcher, 52)
     raise_alerts(client, bank, 52, 1)  # before the webhook: pull only
     [early] = call(client, watcher, "GET", "/v1/alerts").get_json()["alerts"]
-    problem(call(client, watcher, "POST", f"/v1/alerts/{early['event_id']}/redeliver"), 409,
-            "webhook_not_set")  # fmt: skip
+    problem(
+        call(client, watcher, "POST", f"/v1/alerts/{early['event_id']}/redeliver"),
+        409,
+        "webhook_not_set",
+    )
     assert (
         call(client, watcher, "PUT", "/v1/webhook", {"url": "https://h.example/"}).status_code
         == 200
@@ -365,7 +390,13 @@ def test_removing_the_webhook_cancels_pending_deliveries_but_keeps_the_alerts(
 
 def test_the_openapi_document_describes_the_early_warning_routes(client: FlaskClient) -> None:
     paths = client.get("/v1/openapi.json").get_json()["paths"]
-    for path in ("/v1/subscriptions", "/v1/subscriptions/{ref}", "/v1/webhook", "/v1/alerts",
-                 "/v1/alerts/{event_id}", "/v1/alerts/{event_id}/redeliver"):  # fmt: skip
+    for path in (
+        "/v1/subscriptions",
+        "/v1/subscriptions/{ref}",
+        "/v1/webhook",
+        "/v1/alerts",
+        "/v1/alerts/{event_id}",
+        "/v1/alerts/{event_id}/redeliver",
+    ):
         assert path in paths, path
     assert "national_id" not in json.dumps(paths["/v1/subscriptions"].get("get", {}))

@@ -65,8 +65,13 @@ def overdue(days: int) -> dict[str, Any]:
 
 def withdraw(doc: dict[str, Any], sequence: int = 2) -> dict[str, Any]:
     keep = ("version", "institution", "account_ref")
-    return {**{k: doc[k] for k in keep}, "report_id": f"{doc['report_id']}-w", "kind": "withdraw",
-            "sequence": sequence, "withdrawal": {"reason": "reported_in_error"}}  # fmt: skip
+    return {
+        **{k: doc[k] for k in keep},
+        "report_id": f"{doc['report_id']}-w",
+        "kind": "withdraw",
+        "sequence": sequence,
+        "withdrawal": {"reason": "reported_in_error"},
+    }
 
 
 def accepted(response: TestResponse) -> None:
@@ -264,10 +269,15 @@ def test_a_live_consent_is_a_relationship_and_its_revocation_ends_it(
     index = material.blind_index.digest("national_id", national_id(16))
     now = dt.datetime.now(dt.UTC)
     consent = consents.attest_written(
-        session, Policy(), institution_id=members.get(session, "BANKB").id,
-        borrower_index=index, reference="FORM-16", form_sha256="a" * 64,
-        signed_on=TODAY, now=now,
-    )  # fmt: skip
+        session,
+        Policy(),
+        institution_id=members.get(session, "BANKB").id,
+        borrower_index=index,
+        reference="FORM-16",
+        form_sha256="a" * 64,
+        signed_on=TODAY,
+        now=now,
+    )
     session.commit()
     assert subscribe(client, watcher, 16).status_code == 201
     accepted(submit(client, bank, borrower_doc(bank, 16, "A-16")))
@@ -325,9 +335,15 @@ def test_clearing_the_record_removes_its_alerts_and_pending_deliveries(
     doc = borrower_doc(bank, 19, "A-19")
     accepted(submit(client, bank, doc))
     assert count(session, AlertDelivery) == 1
-    settle = {"version": 1, "report_id": f"{doc['report_id']}-s", "institution": "BANKA",
-              "account_ref": "A-19", "sequence": 2, "kind": "settle",
-              "settlement": {"type": "paid_in_full", "date": TODAY.isoformat()}}  # fmt: skip
+    settle = {
+        "version": 1,
+        "report_id": f"{doc['report_id']}-s",
+        "institution": "BANKA",
+        "account_ref": "A-19",
+        "sequence": 2,
+        "kind": "settle",
+        "settlement": {"type": "paid_in_full", "date": TODAY.isoformat()},
+    }
     accepted(submit(client, bank, settle))
     assert (count(session, Alert), count(session, AlertDelivery)) == (0, 0)
 
