@@ -373,7 +373,7 @@ def _write_alert(
     seq = _next_seq(session, subscription.institution_id)
     event_id = secrets.token_hex(16)
     details: dict[str, Any] = {
-        "ref": record.ref,
+        "record_id": record.ref,
         "institution": reporter.code,
         "product": record.product,
         "classification": record.classification,

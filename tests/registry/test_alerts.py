@@ -157,7 +157,7 @@ def test_a_new_delinquency_elsewhere_alerts_the_subscriber_with_masked_data_only
     record = session.scalar(select(Delinquency).where(Delinquency.institution.has(code="BANKA")))
     assert record is not None
     assert alert["record"] == {
-        "ref": record.ref,
+        "record_id": record.ref,
         "institution": "BANKA",
         "product": "credit_card",
         "classification": "special_mention",

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from conftest import Clock
 from factories import Member, admit, national_id, payload, signed, submit
 from registry import members
+from registry.cli import cli
 from registry.db import make_session_factory
 from registry.models import AlertDelivery
 from registry.policy import Policy
@@ -240,3 +242,24 @@ def test_a_webhook_removed_after_the_claim_cancels_instead_of_sending(
     # The claimed job finishing later does not resurrect it.
     deliver._finish(sessions, jobs[0], Outcome(ok=False, status=500, error="http_500"))
     assert only_delivery(session).state == "cancelled"
+
+
+def test_the_worker_and_the_deliver_command_drain_the_outbox(
+    alert_pending: Member, settings: Settings, database_url: str, session: Session
+) -> None:
+    env = {
+        "REGISTRY_INSTANCE": str(settings.instance_path),
+        "REGISTRY_DATABASE_URL": database_url,
+        "REGISTRY_WEBHOOK_TIMEOUT_SECONDS": "1",
+    }
+    # hooks.example does not resolve: the attempt fails, is counted and rescheduled.
+    done = CliRunner().invoke(cli, ["alerts", "deliver", "--once"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "webhooks: delivered=0 retrying=1 dead=0 cancelled=0" in done.output
+    row = only_delivery(session)
+    assert (row.attempts, row.last_error) == (1, "dns_error")
+
+    swept = CliRunner().invoke(cli, ["worker", "--once"], env=env)
+    assert swept.exit_code == 0, swept.output
+    assert "subscriptions ended=0; alerts expired=0" in swept.output
+    assert "webhooks:" not in swept.output  # nothing due: the retry waits for its back-off
