@@ -11,6 +11,8 @@ from collections.abc import Callable
 from flask import Flask
 
 from api import errors, observability, openapi
+from api.me import register as register_borrower_api
+from api.portal import register as register_portal
 from api.services import EXTENSION, Services, close_db, utc_now
 from registry.db import make_engine, make_session_factory
 from registry.inquiries import Inquiries
@@ -63,5 +65,7 @@ def create_app(
     api.register_blueprint(members_alerts)
     api.register_blueprint(members_disputes)
     observability.init_app(app, api, app.extensions[EXTENSION].sessions)
+    register_borrower_api(app, api)
+    register_portal(app)
     errors.register(app)
     return app

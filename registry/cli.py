@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
-from registry import alerts, members, notify, operators
+from registry import alerts, members, notify, operators, portal_housekeeping
 from registry.clearing import Clearer
 from registry.db import make_engine, make_session_factory, upgrade_to_head
 from registry.errors import RegistryError, SetupError
@@ -287,6 +287,7 @@ def _sweep_once(settings: Settings) -> str:
         report = clearer.sweep(make_session_factory(engine), _now())
         kept = alerts.housekeeping(make_session_factory(engine), DEFAULT_POLICY, _now())
         forgotten = Inquiries(material, DEFAULT_POLICY).expire(make_session_factory(engine), _now())
+        chores = portal_housekeeping.sweep(make_session_factory(engine), settings, _now())
     finally:
         engine.dispose()
     cleared = ", ".join(f"{rule}={n}" for rule, n in report.cleared.items())
@@ -295,7 +296,7 @@ def _sweep_once(settings: Settings) -> str:
         f"tombstones anonymised={report.tombstones_anonymised}; "
         f"nonces purged={report.nonces_purged}; "
         f"subscriptions ended={kept.subscriptions_ended}; alerts expired={kept.alerts_deleted}; "
-        f"inquiries expired={forgotten}"
+        f"inquiries expired={forgotten}; {chores}"
     )
 
 
@@ -317,15 +318,37 @@ def sweep(ctx: click.Context) -> None:
 def worker(ctx: click.Context, interval: int, poll: float, once: bool) -> None:
     """Run the sweeper on a schedule and deliver alert webhooks from the outbox, until stopped."""
     next_sweep = 0.0
-    with _alert_deliverer(ctx.obj) as deliver:
+    with _alert_deliverer(ctx.obj) as deliver, _notification_sender(ctx.obj) as send_messages:
         while True:
             if time.monotonic() >= next_sweep:
                 click.echo(f"{_now().isoformat(timespec='seconds')} {_sweep_once(ctx.obj)}")
                 next_sweep = time.monotonic() + interval
             deliver()
+            send_messages()
             if once:
                 return
             time.sleep(poll)
+
+
+@contextmanager
+def _notification_sender(settings: Settings) -> Iterator[Callable[[], None]]:
+    """Hands due borrower/member messages to the SMS gateway (webhook notifier only)."""
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    notifier = notify.make_notifier(settings)
+    material = load_key_material(settings)
+
+    def send() -> None:
+        if not notifier.delivers:
+            return
+        done = notify.deliver_pending(sessions, material, notifier, _now())
+        if done.sent or done.retried or done.failed:
+            click.echo(f"{_now().isoformat(timespec='seconds')} notifications: {done}")
+
+    try:
+        yield send
+    finally:
+        engine.dispose()
 
 
 @contextmanager

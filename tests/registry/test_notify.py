@@ -282,3 +282,26 @@ def test_the_cli_shows_the_outbox_decrypted(
     assert shown["to"] == "+8613911112222" and "271828" in shown["text"]
     plain = CliRunner().invoke(cli, ["notifications"], env=env, catch_exceptions=False)
     assert "signin_code -> +8613911112222" in plain.output
+
+
+def test_the_worker_sends_due_messages_through_the_webhook(
+    session: Session,
+    material: KeyMaterial,
+    bank: Member,
+    settings: Settings,
+    database_url: str,
+    gateway: Gateway,
+) -> None:
+    _queue_code(session, material, bank)
+    env = {
+        "REGISTRY_INSTANCE": str(settings.instance_path),
+        "REGISTRY_DATABASE_URL": database_url,
+        "REGISTRY_NOTIFIER": "webhook",
+        "REGISTRY_SMS_GATEWAY_URL": gateway.url,
+    }
+    result = CliRunner().invoke(cli, ["worker", "--once"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "notifications purged=0" in result.output
+    assert "notifications: DeliveryReport(sent=1" in result.output
+    [sent] = gateway.received
+    assert sent["to"] == "+8613911112222" and sent["template"] == "signin_code"

@@ -213,3 +213,29 @@ def test_the_cli_enrols_and_the_code_signs_in(
         assert check(other, material, code) == index_of(material, ALICE)
     refused = CliRunner().invoke(cli, ["enrol", "123"], env=env)
     assert refused.exit_code != 0 and "national ID is not valid" in refused.output
+
+
+def test_the_sweep_forgets_dead_codes_sessions_and_messages(
+    session: Session, material: KeyMaterial, engine: Engine, settings: Settings
+) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    from registry import portal_housekeeping
+    from registry.models import Notification
+
+    ask(session, material)
+    borrower_sessions.start(
+        session,
+        borrower_index=b"\x02" * 32,
+        kind=borrower_sessions.BROWSER,
+        timeouts=TIMEOUTS,
+        now=NOW,
+    )
+    session.commit()
+    sessions = sessionmaker(bind=engine)
+    assert str(portal_housekeeping.sweep(sessions, settings, NOW)).count("=0") == 3
+    later = NOW + dt.timedelta(hours=2)
+    chores = portal_housekeeping.sweep(sessions, settings, later)
+    assert (chores.codes_and_counters, chores.sessions, chores.notifications) == (1 + 2, 1, 1)
+    for model in (SigninCode, SigninCounter, BorrowerSession, Notification):
+        assert session.scalar(select(func.count()).select_from(model)) == 0
