@@ -388,3 +388,35 @@ def test_the_openapi_document_describes_the_borrower_api(client: FlaskClient) ->
         assert path in spec["paths"]
     assert "borrowerToken" in spec["components"]["securitySchemes"]
     assert spec["paths"]["/v1/me/records"]["get"]["security"] == [{"borrowerToken": []}]
+
+
+def test_a_trusted_proxy_names_the_client(
+    settings: Settings, engine: object, clock: Clock, people: dict[str, Any]
+) -> None:
+    """Behind one trusted proxy the last X-Forwarded-For hop is the client; earlier ones lie."""
+    from api import create_app
+
+    app = create_app(settings.with_overrides(trusted_proxies=1), clock=clock)
+    client = app.test_client()
+    try:
+        for serial in range(10, 30):
+            forged = f"198.51.100.{serial}, 203.0.113.5"
+            client.post(
+                "/v1/me/signin",
+                json={"national_id": national_id(serial)},
+                headers={"X-Forwarded-For": forged},
+            )
+        limited = client.post(
+            "/v1/me/signin",
+            json={"national_id": national_id(50)},
+            headers={"X-Forwarded-For": "198.51.100.99, 203.0.113.5"},
+        )
+        problem_of(limited, 429, "signin_rate_limited")
+        other = client.post(
+            "/v1/me/signin",
+            json={"national_id": national_id(51)},
+            headers={"X-Forwarded-For": "203.0.113.6"},
+        )
+        assert other.status_code == 202
+    finally:
+        app.extensions["registry"].engine.dispose()

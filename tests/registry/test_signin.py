@@ -211,6 +211,8 @@ def test_the_cli_enrols_and_the_code_signs_in(
     assert ALICE not in result.output
     with Session(engine) as other, other.begin():
         assert check(other, material, code) == index_of(material, ALICE)
+    prompted = CliRunner().invoke(cli, ["enrol", "-"], env=env, input=f"{ALICE}\n")
+    assert prompted.exit_code == 0 and ALICE not in prompted.output
     refused = CliRunner().invoke(cli, ["enrol", "123"], env=env)
     assert refused.exit_code != 0 and "national ID is not valid" in refused.output
 
