@@ -17,6 +17,7 @@ cannot point the registry at its own internal network.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import ipaddress
@@ -24,6 +25,7 @@ import logging
 import secrets
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -166,6 +168,19 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         super().__init__(host, port, timeout=timeout, context=context)
         self._addresses = addresses
         self._tls = context
+        self.aborted = False
+
+    def abort(self) -> None:
+        """Cut a request past its deadline (from a timer thread).
+
+        The socket timeout bounds each read, not the whole exchange: a peer that trickles a
+        byte at a time would otherwise hold the worker indefinitely.
+        """
+        self.aborted = True
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def connect(self) -> None:
         error: OSError | None = None
@@ -180,6 +195,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
             except BaseException:
                 raw.close()
                 raise
+            if self.aborted:
+                raise TimeoutError("deadline passed while connecting")
             return
         raise error or OSError("no address")
 
@@ -221,28 +238,39 @@ class HttpSender:
             timeout=self._settings.webhook_timeout_seconds,
             context=self._context,
         )
+        # Connecting, the handshake and the answer each get the timeout; all of it at most 3x.
+        deadline = threading.Timer(3 * self._settings.webhook_timeout_seconds, connection.abort)
+        deadline.daemon = True
+        deadline.start()
         try:
             connection.request("POST", target, body=body, headers=headers)
-            response = connection.getresponse()
-            status = response.status
-            response.read(65536)
-        except TimeoutError:
-            return Outcome(ok=False, error="timeout")
-        except ssl.SSLError:
-            return Outcome(ok=False, error="tls_error")
-        except ConnectionRefusedError:
-            return Outcome(ok=False, error="connection_refused")
-        except http.client.HTTPException:
-            return Outcome(ok=False, error="protocol_error")
-        except OSError:
-            return Outcome(ok=False, error="connection_error")
+            status = connection.getresponse().status  # the body is never read: not needed
+        except (OSError, http.client.HTTPException) as exc:
+            return Outcome(ok=False, error=_failure(exc, aborted=connection.aborted))
         finally:
+            deadline.cancel()
             connection.close()
+        if connection.aborted:
+            # A cut connection reads as end of headers: whatever status was parsed is not real.
+            return Outcome(ok=False, error="timeout")
         if 200 <= status < 300:
             return Outcome(ok=True, status=status)
         if 300 <= status < 400:
             return Outcome(ok=False, status=status, error="redirect_not_followed")
         return Outcome(ok=False, status=status, error=f"http_{status}")
+
+
+def _failure(exc: BaseException, *, aborted: bool) -> str:
+    """A short, stable code for a failed attempt (never the message: it may hold the URL)."""
+    if aborted or isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, http.client.HTTPException):
+        return "protocol_error"
+    return "connection_error"
 
 
 def signed_headers(

@@ -155,6 +155,7 @@ class Receiver:
     script: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     hold_request: int | None = None  # 1-based number of a request to hold open
+    trickle: bool = False  # answer one header line at a time, slowly, until released
     holding: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -181,6 +182,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if number == receiver.hold_request:
                 receiver.holding.set()
                 receiver.release.wait(30)
+            if receiver.trickle:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while not receiver.release.wait(0.2):
+                    self.wfile.write(b"X-Slow: 1\r\n")
+                    self.wfile.flush()
+                return
             self.send_response(status)
             if 300 <= status < 400:
                 self.send_header("Location", f"https://localhost:{receiver.port}/elsewhere")
@@ -499,6 +506,31 @@ def test_untrusted_certificates_private_addresses_and_slow_receivers_fail_safely
     receiver.release.set()
     [row] = deliveries(session)
     assert row.last_error == "timeout" and row.state == "pending"
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline(
+    client: FlaskClient,
+    bank: Member,
+    watcher: Member,
+    receiver: Receiver,
+    hook_settings: Settings,
+    sessions: sessionmaker[Session],
+    session: Session,
+    clock: Clock,
+) -> None:
+    """Each read gets the timeout; the whole exchange at most three times it."""
+    watch(client, watcher, 68, receiver.url)
+    open_record(client, bank, 68)
+    receiver.trickle = True
+    slow = hook_settings.with_overrides(webhook_timeout_seconds=0.5)
+    started = time.monotonic()
+    try:
+        assert deliverer(slow, clock).drain(sessions).retrying == 1
+    finally:
+        receiver.release.set()
+    assert time.monotonic() - started < 5
+    [row] = deliveries(session)
+    assert (row.last_error, row.last_status) == ("timeout", None)
 
 
 def test_no_alert_reaches_a_member_without_a_relationship(
