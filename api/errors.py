@@ -7,8 +7,8 @@ import traceback
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, Response, json
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
 from registry import errors as e
 
@@ -157,7 +157,24 @@ def unexpected(error: Exception) -> Response:
     return from_http_exception(InternalServerError())
 
 
+def refuse_nul_in_url() -> None:
+    """A NUL in the path or query names nothing that can exist: refuse it before any view.
+
+    NOTE: PostgreSQL refuses NUL in text parameters outright, so a look-up with one would
+    fail as a 500 there while SQLite answers "not found"; both engines now answer the same.
+    """
+    if "\x00" in request.path:
+        raise NotFound()
+    names = [name for name, value in request.args.items(multi=True) if "\x00" in name + value]
+    if names:
+        raise e.ValidationFailed(
+            "a query parameter contains a NUL character",
+            errors=[e.FieldError(name, "no_nul", "must not contain NUL") for name in names],
+        )
+
+
 def register(app: Flask) -> None:
+    app.before_request(refuse_nul_in_url)
     app.register_error_handler(e.RegistryError, from_registry_error)
     app.register_error_handler(HTTPException, from_http_exception)
     app.register_error_handler(Exception, unexpected)

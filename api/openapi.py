@@ -7,7 +7,7 @@ from typing import Any
 from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
 
-from api.errors import ProblemSchema, from_http_exception
+from api.errors import PROBLEM_JSON, ProblemSchema, from_http_exception
 
 SECURITY_SCHEME = {
     "type": "apiKey",
@@ -28,6 +28,14 @@ class Api(SmorestApi):  # type: ignore[misc]
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return from_http_exception(error)
+
+    def _register_responses(self) -> None:
+        """flask-smorest's shared error responses (422, default), as the problem+json they are."""
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_JSON
+        try:
+            super()._register_responses()
+        finally:
+            del self.DEFAULT_RESPONSE_CONTENT_TYPE
 
 
 def settings() -> dict[str, Any]:

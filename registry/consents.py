@@ -55,7 +55,12 @@ def issue_code(
     now: dt.datetime,
 ) -> tuple[Consent, str]:
     """Create a consent code for one member; returns the row and the code (shown once)."""
-    member = session.scalar(select(Institution).where(Institution.code == institution_code))
+    # NOTE: a code with a NUL cannot exist, and PostgreSQL refuses NUL in text outright.
+    member = (
+        None
+        if "\x00" in institution_code
+        else session.scalar(select(Institution).where(Institution.code == institution_code))
+    )
     if member is None or not member.is_active:
         raise ValidationFailed(
             "no active member with that code",

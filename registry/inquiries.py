@@ -591,4 +591,5 @@ def _purpose_hint(raw: bytes) -> str:
     except StrictJSONError:
         return "invalid"
     value = document.get("purpose") if isinstance(document, dict) else None
-    return value if value in set(Purpose) else "invalid"
+    # NOTE: the purpose may be any JSON value here (an object is unhashable): compare strings only.
+    return value if isinstance(value, str) and value in set(Purpose) else "invalid"

@@ -10,13 +10,17 @@ import datetime as dt
 from typing import Any
 
 import marshmallow as ma
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.errors import ProblemSchema
 from api.services import db, services
 from api.signing import caller, require_member
+from crypto import strictjson
+from crypto.errors import StrictJSONError
 from registry import alerts, webhooks
+from registry.errors import FieldError, MalformedReport
 from registry.models import Alert, AlertDelivery, Subscription, Webhook
 
 blp = Blueprint(
@@ -27,6 +31,23 @@ blp = Blueprint(
     "(signed requests only)",
 )
 blp.before_request(require_member)
+
+
+@blp.before_request
+def refuse_ambiguous_json() -> None:
+    """Duplicated member names and runaway nesting are refused (``json`` would keep the last
+    silently, or recurse until it fails with a 500)."""
+    if request.method not in ("POST", "PUT") or not request.get_data(cache=True):
+        return
+    try:
+        strictjson.loads_strict(request.get_data(cache=True))
+    except StrictJSONError as exc:
+        raise MalformedReport(
+            "the request body is not acceptable JSON",
+            code="body_malformed",
+            errors=[FieldError("body", exc.rule, exc.detail)],
+        ) from None
+
 
 SIGNED: list[dict[str, list[str]]] = [{"httpMessageSignature": []}]
 
@@ -172,7 +193,7 @@ class Subscriptions(MethodView):
     @blp.arguments(SubscribeSchema)
     @blp.response(201, SubscriptionSchema, description="subscribed")
     @blp.alt_response(200, schema=SubscriptionSchema, description="already subscribed")
-    @blp.doc(security=SIGNED, responses=_problems(401, 403, 422))
+    @blp.doc(security=SIGNED, responses=_problems(400, 401, 403, 422))
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
         """Subscribe to a borrower the member has a relationship with."""
         svc, session = services(), db()
@@ -230,7 +251,7 @@ class WebhookItem(MethodView):
 
     @blp.arguments(WebhookBodySchema)
     @blp.response(200, WebhookSchema)
-    @blp.doc(security=SIGNED, responses=_problems(401, 403, 422))
+    @blp.doc(security=SIGNED, responses=_problems(400, 401, 403, 422))
     def put(self, body: dict[str, Any]) -> dict[str, Any]:
         """Register or replace the HTTPS URL alerts are pushed to."""
         svc, session = services(), db()
