@@ -19,13 +19,14 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import itertools
 import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -331,7 +332,6 @@ def on_report(
                 Subscription.ended_at.is_(None),
                 Subscription.institution_id != reporter.id,
             )
-            # NOTE: a fixed order of member stream locks: two reports never deadlock on them.
             .order_by(Subscription.institution_id, Subscription.id)
         )
     )
@@ -345,8 +345,8 @@ def on_report(
         if _end_if_unrelated(session, subscription, now):
             continue
         webhook = session.scalar(select(Webhook).where(Webhook.institution_id == member.id))
-        for event in events:
-            alert = _write_alert(session, subscription, reporter, record, event, before, now)
+        for alert_type in events:
+            alert = _write_alert(session, subscription, reporter, record, alert_type, before, now)
             if webhook is not None:
                 session.add(
                     AlertDelivery(
@@ -358,6 +358,9 @@ def on_report(
                     )
                 )
             written.append(alert)
+    if written:
+        session.flush()
+        session.info.setdefault(_UNNUMBERED, []).extend(a.id for a in written)
     return written
 
 
@@ -366,11 +369,10 @@ def _write_alert(
     subscription: Subscription,
     reporter: Institution,
     record: Delinquency,
-    event: AlertType,
+    alert_type: AlertType,
     before: RecordState | None,
     now: dt.datetime,
 ) -> Alert:
-    seq = _next_seq(session, subscription.institution_id)
     event_id = secrets.token_hex(16)
     details: dict[str, Any] = {
         "record_id": record.ref,
@@ -380,13 +382,12 @@ def _write_alert(
         "contact_status": record.contact_status,
         "collection_stage": record.collection_stage,
     }
-    if event is AlertType.CLASSIFICATION_WORSENED and before is not None:
+    if alert_type is AlertType.CLASSIFICATION_WORSENED and before is not None:
         details["previous_classification"] = before.classification
     document = {
         "version": ALERT_VERSION,
         "event_id": event_id,
-        "type": event.value,
-        "seq": seq,
+        "type": alert_type.value,
         "occurred_at": _utc(now),
         "subscription": subscription.ref,
         "borrower": {"national_id_masked": subscription.national_id_masked},
@@ -395,23 +396,66 @@ def _write_alert(
     alert = Alert(
         event_id=event_id,
         institution_id=subscription.institution_id,
-        seq=seq,
         subscription_id=subscription.id,
         delinquency_id=record.id,
-        type=event.value,
+        type=alert_type.value,
         occurred_at=now,
-        body=json.dumps(document, sort_keys=True, separators=(",", ":")).encode(),
+        body=_dump(document),  # completed with its number when the transaction commits
     )
     session.add(alert)
     return alert
 
 
-def _next_seq(session: Session, member_id: int) -> int:
-    """Bump the member's alert counter; its row lock is held until the report commits."""
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+# --- numbering alerts at commit --------------------------------------------------------------
+
+_UNNUMBERED = "registry.alerts.unnumbered"
+_CHUNK = 500
+
+
+@event.listens_for(Session, "before_commit")
+def _number_on_commit(session: Session) -> None:
+    """Number the alerts this transaction wrote, as the last thing before it commits.
+
+    A member's counter row is locked from here to the commit, so its alerts become visible in
+    ``seq`` order and a pull cursor never skips one that commits a moment later. Taking the
+    locks only now, in member order, is what keeps it cheap and deadlock-free: a batch of
+    reports would otherwise hold them for the whole batch, taken in report order. A savepoint
+    (one report of a batch) leaves the numbering to the outer commit; alerts of a report
+    rolled back to its savepoint are gone from the database and are simply not found.
+    """
+    if session.in_nested_transaction():
+        return
+    ids: list[int] | None = session.info.pop(_UNNUMBERED, None)
+    if ids:
+        number(session, ids)
+
+
+def number(session: Session, ids: Sequence[int]) -> None:
+    """Give each unnumbered alert among ``ids`` its member's next ``seq``, in id order."""
+    rows: list[Alert] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows += session.scalars(select(Alert).where(Alert.id.in_(chunk), Alert.seq.is_(None))).all()
+    rows.sort(key=lambda a: (a.institution_id, a.id))
+    for member_id, group in itertools.groupby(rows, key=lambda a: a.institution_id):
+        alerts = list(group)
+        last = _reserve(session, member_id, len(alerts))
+        for seq, alert in enumerate(alerts, start=last - len(alerts) + 1):
+            document = json.loads(alert.body)
+            document["seq"] = seq
+            alert.seq, alert.body = seq, _dump(document)
+
+
+def _reserve(session: Session, member_id: int, count: int) -> int:
+    """Advance the member's counter by ``count``; returns the last number reserved."""
     bump = (
         update(AlertStream)
         .where(AlertStream.institution_id == member_id)
-        .values(last_seq=AlertStream.last_seq + 1)
+        .values(last_seq=AlertStream.last_seq + count)
         .returning(AlertStream.last_seq)
         .execution_options(synchronize_session=False)
     )
@@ -420,8 +464,8 @@ def _next_seq(session: Session, member_id: int) -> int:
         return int(seq)
     try:
         with session.begin_nested():
-            session.add(AlertStream(institution_id=member_id, last_seq=1))
-        return 1
+            session.add(AlertStream(institution_id=member_id, last_seq=count))
+        return count
     except IntegrityError:
         seq = session.scalar(bump)
         if seq is None:  # pragma: no cover - the row was just seen to exist
@@ -469,7 +513,8 @@ def list_alerts(
             )
         query = query.join(AlertDelivery).where(AlertDelivery.state == delivery)
     rows = list(session.scalars(query))
-    return rows, encode_cursor(rows[-1].seq if rows else position)
+    last = rows[-1].seq if rows else None
+    return rows, encode_cursor(last if last is not None else position)
 
 
 def get_alert(session: Session, member: Institution, event_id: str) -> Alert:

@@ -495,7 +495,8 @@ class AlertStream(Base):
     """A member's alert counter: the row lock taken to bump it orders alerts by commit.
 
     Without it, two reports committing out of id order on PostgreSQL could let a member's
-    cursor skip past an alert that became visible a moment later.
+    cursor skip past an alert that became visible a moment later. It is bumped only as the
+    writing transaction commits, so the lock is held for an instant.
     """
 
     __tablename__ = "alert_streams"
@@ -518,7 +519,8 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[str] = mapped_column(String(32), unique=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
-    seq: Mapped[int] = mapped_column(Integer)
+    # Numbered when the writing transaction commits (``registry.alerts.number``).
+    seq: Mapped[int | None] = mapped_column(Integer, default=None)
     subscription_id: Mapped[int] = mapped_column(
         ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
     )

@@ -56,7 +56,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('event_id', sa.String(length=32), nullable=False),
     sa.Column('institution_id', sa.Integer(), nullable=False),
-    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=True),
     sa.Column('subscription_id', sa.Integer(), nullable=False),
     sa.Column('delinquency_id', sa.Integer(), nullable=False),
     sa.Column('type', sa.String(length=32), nullable=False),

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-from factories import Member, admit, national_id, payload, signed, submit
+from factories import Member, admit, envelope, national_id, payload, signed, submit
 from registry import alerts, consents, members
 from registry.alerts import AlertType, RecordState, events_for
 from registry.db import make_session_factory
+from registry.errors import Conflict
 from registry.intake import Intake
 from registry.models import Alert, AlertDelivery, Delinquency, Subscription, Webhook
 from registry.policy import Policy
@@ -406,3 +407,72 @@ def test_concurrent_reports_give_each_subscriber_gapless_sequences(
     assert not errors
     got = alerts_of(session, "BANKB")
     assert sorted(a["seq"] for a in got) == list(range(1, 13))
+
+
+def test_a_batch_numbers_its_alerts_and_a_refused_report_leaves_none(
+    client: FlaskClient,
+    bank: Member,
+    watcher: Member,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watching(client, watcher, 24)
+    docs = [borrower_doc(bank, 24, f"B-{k}") for k in range(4)]
+    docs[2]["report_id"] += "-boom"
+    original = Intake._record
+
+    def refuse_after_the_alerts(self: Intake, *args: Any) -> Any:
+        report = args[4]
+        if report.report_id.endswith("-boom"):
+            raise Conflict("refused after its alerts were written", code="test_refusal")
+        return original(self, *args)
+
+    monkeypatch.setattr(Intake, "_record", refuse_after_the_alerts)
+    raw = [envelope(bank, d).decode() for d in docs]
+    body = json.dumps({"envelopes": raw}).encode()
+    response = signed(client, bank, "POST", "/v1/reports/batch", body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [r["status"] for r in response.get_json()["results"]] == [201, 201, 409, 201]
+    got = alerts_of(session, "BANKB")
+    assert [a["seq"] for a in got] == [1, 2, 3]
+    accepted_refs = session.scalars(
+        select(Delinquency.ref).where(Delinquency.institution.has(code="BANKA"))
+    ).all()
+    assert sorted(a["record"]["record_id"] for a in got) == sorted(accepted_refs)
+    assert count(session, Alert) == 3
+
+
+def test_no_member_counter_is_locked_before_the_report_commits(
+    app: Flask,
+    bank: Member,
+    watcher: Member,
+    session: Session,
+    settings: Settings,
+    engine_name: str,
+    engine: Engine,
+) -> None:
+    """Counters are locked only at commit, so reports never queue behind a long transaction."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite serialises every writer anyway (BEGIN IMMEDIATE)")
+    client = app.test_client()
+    watching(client, watcher, 25)
+    accepted(submit(client, bank, borrower_doc(bank, 25, "L-0")))  # the counter row exists now
+    intake = Intake(load_key_material(settings), Policy())
+    member = members.get(session, "BANKB")
+    session.commit()
+    doc = borrower_doc(bank, 25, "L-1")
+    with Session(engine) as writer:
+        reporter = members.get(writer, "BANKA")
+        intake.submit_in_batch(
+            writer, reporter, envelope(bank, doc), dt.datetime.now(dt.UTC)
+        )  # written, not committed
+        with engine.connect() as other:
+            other.execute(text("SET lock_timeout = '1s'"))
+            seq = other.execute(
+                text("SELECT last_seq FROM alert_streams WHERE institution_id = :m FOR UPDATE"),
+                {"m": member.id},
+            ).scalar()
+            assert seq == 1
+            other.rollback()
+        writer.commit()
+    assert [a["seq"] for a in alerts_of(session, "BANKB")] == [1, 2]
