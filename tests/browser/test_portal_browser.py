@@ -4,29 +4,113 @@ Sign in with the code from the development outbox (read with `registry notificat
 records and inquiries, file a dispute, issue and revoke a consent, write a statement, switch
 language, sign out. Every page is screenshotted to test-artifacts/; a CSP violation anywhere
 fails the test.
+
+Chromium comes from the system package (``make test`` installs it); Playwright never downloads
+a browser here. A missing Chromium fails the test, under CI and elsewhere: no silent skips.
+(The fixtures live here, not in a conftest.py: a second module named ``conftest`` would shadow
+``tests/conftest.py`` for the suite's ``from conftest import Clock``.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from borrowers import index_of, seed
-from browser_support import CHROMIUM_ARGS, Registry, run
+from browser_support import (
+    BIN,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    Registry,
+    free_port,
+    run,
+    wait_healthy,
+)
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from factories import admit, national_id
 from registry.models import Inquiry, Institution
-from registry.secrets import KeyMaterial
+from registry.secrets import KeyMaterial, load_key_material
+from registry.settings import Settings
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if not found:
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium) "
+            "or `apt-get install chromium`"
+        )
+    return found
+
+
+@pytest.fixture
+def registry_server(tmp_path: Path, engine: Engine, database_url: str) -> Iterator[Registry]:
+    """gunicorn serving a fresh instance on a free loopback port, reached as ``localhost``.
+
+    NOTE: Chromium treats http://localhost as a secure context, so the portal's ``Secure``,
+    ``__Host-`` cookies work there exactly as they would over https.
+    """
+    env = dict(os.environ)
+    env.update(
+        {
+            "REGISTRY_INSTANCE": str(tmp_path / "instance"),
+            "REGISTRY_DATABASE_URL": database_url,
+            "REGISTRY_WORKERS": "2",
+            "REGISTRY_NOTIFIER": "outbox",
+        }
+    )
+    run(env, "registry", "init")
+    run(env, "registry", "migrate")
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "--config",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+        except AssertionError as exc:
+            log.flush()
+            tail = (tmp_path / "gunicorn.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\n{tail}") from None
+        settings = Settings.from_env(env)
+        yield Registry(
+            url=f"http://localhost:{port}",
+            env=env,
+            settings=settings,
+            material=load_key_material(settings),
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
 
 ALICE, BOB = national_id(1), national_id(2)
 ALICE_PHONE, BOB_PHONE = "+8613800000001", "+8613800000002"
