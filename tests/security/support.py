@@ -28,6 +28,8 @@ from factories import Member
 from registry.models import Base
 
 BORROWER_SERIAL = 7
+# An environ key holding a function applied after signing: a test's way to damage credentials.
+TAMPER = "tests.tamper_after_signing"
 
 
 @dataclass
@@ -95,6 +97,9 @@ class SigningMiddleware:
             )
             for name, value in headers.items():
                 environ["HTTP_" + name.upper().replace("-", "_")] = value
+        tamper = environ.pop(TAMPER, None)
+        if tamper is not None:
+            tamper(environ)
         return self.app(environ, start_response)
 
 

@@ -37,7 +37,7 @@ from werkzeug.test import Client, TestResponse
 
 from factories import envelope, payload
 from registry.batch import MAX_BATCH_BYTES
-from security.support import Actors, SigningMiddleware, audience, changed, snapshot
+from security.support import TAMPER, Actors, SigningMiddleware, audience, changed, snapshot
 
 BY_DESIGN = {"members": {"request_nonces"}, "operator": {"request_nonces"}}
 BORROWER_TOUCH = {"borrower_sessions"}
@@ -311,7 +311,8 @@ class Corpus:
         query: str = "",
         environ: dict[str, Any] | None = None,
         batch: bool = False,
-    ) -> None:
+        allowed: set[str] | None = None,
+    ) -> TestResponse:
         """Send one hostile request and record what is wrong with the answer, if anything."""
         before = self.state or snapshot(self.engine)
         response = self.client.open(
@@ -327,9 +328,10 @@ class Corpus:
         problem = refusal_problem(response, batch=batch, page=route.endpoint.startswith("portal."))
         if problem:
             self.failures.append(f"{where}: {problem}")
-        extra = changed(before, after) - route.allowed_changes()
+        extra = changed(before, after) - (route.allowed_changes() if allowed is None else allowed)
         if extra:
             self.failures.append(f"{where}: wrote to {sorted(extra)} ({response.status_code})")
+        return response
 
     def check(self) -> None:
         answered = _count(self.engine, "SELECT count(*) FROM inquiries WHERE outcome <> 'refused'")
@@ -456,4 +458,51 @@ def test_hostile_path_parameters_are_refused_and_write_nothing(corpus: Corpus) -
                 path = route.path(dict.fromkeys(route.params, value))
                 body = b"{}" if route.method in ("POST", "PUT", "PATCH") else b""
                 corpus.send(route, f"path {kind}", path=path, body=body)
+    corpus.check()
+
+
+def _inject(name: str) -> Callable[[dict[str, Any]], None]:
+    def tamper(environ: dict[str, Any]) -> None:
+        environ[name] = environ.get(name, "") + "\r\nX-Injected: 1"
+
+    return tamper
+
+
+def test_header_injection_in_credentials_is_refused_and_writes_nothing(corpus: Corpus) -> None:
+    """CRLF smuggled into the signature or the bearer token: 401, not even a nonce consumed."""
+    for route in corpus.routes:
+        if route.audience in ("members", "operator"):
+            header = "HTTP_SIGNATURE_INPUT"
+        elif route.audience == "borrower" and not route.endpoint.startswith("portal."):
+            header = "HTTP_AUTHORIZATION"
+        else:
+            continue
+        body = b"{}" if route.method in ("POST", "PUT", "PATCH") else b""
+        response = corpus.send(
+            route, "header injection", body=body, environ={TAMPER: _inject(header)}, allowed=set()
+        )
+        if response.status_code != 401:
+            corpus.failures.append(f"{route.label}: {response.status_code}, not 401")
+    corpus.check()
+
+
+def test_request_headers_are_never_reflected_into_response_headers(corpus: Corpus) -> None:
+    """A request id or forwarding header with CRLF cannot add a header or a cookie to the answer."""
+    hostile = {
+        "HTTP_X_REQUEST_ID": "evil\r\nSet-Cookie: pwned=1",
+        "HTTP_X_FORWARDED_FOR": "203.0.113.9\r\nX-Injected: 1",
+        "HTTP_X_FORWARDED_HOST": "evil.example",
+    }
+    for route in corpus.routes:
+        if route.method != "GET":
+            continue
+        response = corpus.client.open(route.path(), method="GET", environ_overrides=hostile)
+        corpus.sent += 1
+        for name, value in response.headers.items():
+            if "\r" in value or "\n" in value or "pwned" in value or name == "X-Injected":
+                corpus.failures.append(f"{route.label}: reflected {name}: {value!r}")
+        if response.status_code >= 500:
+            corpus.failures.append(f"{route.label}: {response.status_code}")
+        if "evil.example" in response.get_data(as_text=True):
+            corpus.failures.append(f"{route.label}: X-Forwarded-Host reflected in the body")
     corpus.check()
