@@ -8,7 +8,7 @@ PORT ?= 8000
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint venv migrate clean browser
+.PHONY: run test lint venv migrate clean bench browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required (python3.11+ not found on PATH)"; exit 1; }
@@ -45,6 +45,11 @@ test: venv browser
 	@bash scripts/ensure-postgres.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+
+## bench: short benchmarks (a few minutes) -> bench/results/short.{json,png}; FULL=1 for the full run
+bench: venv
+	@bash scripts/ensure-postgres.sh || echo "PostgreSQL unavailable: only SQLite is benchmarked"
+	$(BIN)/python -m bench.run $(if $(FULL),--full,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: printed figures against baselines measured in the same run (`make bench`)."""
