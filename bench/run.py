@@ -152,6 +152,9 @@ def machine(pg_version: str | None) -> dict[str, Any]:
     from importlib.metadata import version
 
     return {
+        # Other work on the machine during the run slows everything: compare ratios to the
+        # baselines of the same run, not absolute figures across machines.
+        "load_average_at_start": list(os.getloadavg()),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory_gib": memory_gib,
@@ -534,6 +537,7 @@ def bench_inquiries(mode: Mode, reg: Registry, workdir: Path, bare_p50_ms: float
         sizes.append(
             {
                 "borrowers": size,
+                "database_bytes": database_bytes(reg),
                 "p50_ms": median(p50s),
                 "p99_ms": median(p99s),
                 "load_seconds": load_seconds,
@@ -551,6 +555,16 @@ def bench_inquiries(mode: Mode, reg: Registry, workdir: Path, bare_p50_ms: float
         "met_growth": growth <= TARGETS["inquiry_p50_growth"],
         "largest": sizes[-1]["borrowers"],
     }
+
+
+def database_bytes(reg: Registry) -> int:
+    """The database's size on disk (file and WAL for SQLite), to quote storage per borrower."""
+    if reg.db.engine_name == "sqlite":
+        path = Path(reg.db.url.removeprefix("sqlite:///"))
+        wal = path.with_name(path.name + "-wal")
+        return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    with reg.engine.connect() as c:
+        return int(c.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one())
 
 
 def bench_sweeper(mode: Mode, reg: Registry, verify_rate: float) -> dict[str, Any]:
@@ -707,6 +721,7 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
                 say(f"!! could not drop a benchmark database: {exc}")
         shutil.rmtree(workdir, ignore_errors=True)
     results["duration_s"] = round(time.perf_counter() - began, 1)
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{mode.name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     plot(results, out / f"{mode.name}.png")
