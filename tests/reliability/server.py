@@ -1,4 +1,4 @@
-"""A registry the way an operator runs it (CLI, gunicorn), that a test can kill and restart.
+"""A registry the way an operator runs it (``registry`` CLI, gunicorn), that a test can kill.
 
 gunicorn runs in its own process group, so ``kill()`` sends SIGKILL to the master and every
 worker at once: the crash a power cut or the OOM killer causes, with no graceful shutdown, no
@@ -16,9 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import ed25519
+from registry.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -43,43 +45,36 @@ class Registry:
         self.log_path = home / "gunicorn.log"
         metrics = home / "metrics"
         metrics.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "REGISTRY_INSTANCE": str(home / "instance"),
-                "REGISTRY_DATABASE_URL": database_url,
-                "REGISTRY_WORKERS": str(workers),
-                "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-            }
-        )
+        self.settings_env = {
+            "REGISTRY_INSTANCE": str(home / "instance"),
+            "REGISTRY_DATABASE_URL": database_url,
+        }
+        self.env = {
+            **os.environ,
+            **self.settings_env,
+            "REGISTRY_WORKERS": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def cli(self, *args: str) -> str:
-        """Run ``registry ...`` (or another console script) against this instance."""
-        done = subprocess.run(
-            [str(BIN / args[0]), *args[1:]],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
-        return done.stdout
+        """Run a ``registry`` command against this instance (in process, as tests/registry do)."""
+        result = CliRunner().invoke(cli, list(args), env=self.settings_env, catch_exceptions=False)
+        assert result.exit_code == 0, f"registry {args}: {result.output}"
+        return result.output
 
     def setup(self, *members: str) -> dict[str, tuple[Ed25519PrivateKey, str]]:
         """``registry init`` and ``migrate``, then admit each member with a fresh key."""
-        self.cli("registry", "init")
-        self.cli("registry", "migrate")
+        self.cli("init")
+        self.cli("migrate")
         keys = {}
         for code in members:
             key = ed25519.generate_private_key()
             pem = self.home / f"{code}.pub.pem"
             pem.write_bytes(ed25519.public_key_to_pem(ed25519.public_key_raw(key)))
-            self.cli("registry", "members", "add", code, "--name", f"{code} Bank")
-            keyid = self.cli("registry", "keys", "add", code, str(pem)).strip()
+            self.cli("members", "add", code, "--name", f"{code} Bank")
+            keyid = self.cli("keys", "add", code, str(pem)).strip()
             assert keyid == ed25519.key_id(ed25519.public_key_raw(key))
             keys[code] = (key, keyid)
         return keys
