@@ -36,7 +36,7 @@ from registry.masking import mask_account_ref
 from registry.models import Delinquency, Dispute
 from registry.policy import DEFAULT_POLICY, Policy
 from registry.secrets import KeyMaterial
-from registry.statements import clean_text, own_record, timestamp
+from registry.statements import clean_text, is_ref, own_record, timestamp
 from registry.vault import Vault
 
 REASONS = (
@@ -246,6 +246,8 @@ def get_for_member(
     session: Session, material: KeyMaterial, institution_id: int, dispute_ref: str
 ) -> dict[str, Any]:
     """One dispute on the member's own records; another member's is ``NotFound``."""
+    if not is_ref(dispute_ref):
+        raise _not_found()
     row = session.execute(_member_query(institution_id).where(Dispute.ref == dispute_ref)).first()
     if row is None:
         raise _not_found()
@@ -293,6 +295,8 @@ def answer(
                 )
             ],
         )
+    if not is_ref(dispute_ref):
+        raise _not_found()
     found = session.execute(_member_query(institution_id).where(Dispute.ref == dispute_ref)).first()
     if found is None:
         raise _not_found()

@@ -35,6 +35,8 @@ _FORBIDDEN = re.compile(
     "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
+_REF = re.compile("[0-9a-f]{32}")
+
 
 def clean_text(
     value: object,
@@ -74,6 +76,15 @@ def _invalid(field: str, rule: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field} {message}", errors=[FieldError(field, rule, message)])
 
 
+def is_ref(value: object) -> bool:
+    """A registry reference (32 lower-case hex digits), checked before it reaches a query.
+
+    NOTE: PostgreSQL refuses a NUL byte in a string parameter with an error, not an empty
+    result; anything else that is not a reference cannot name a row either.
+    """
+    return isinstance(value, str) and _REF.fullmatch(value) is not None
+
+
 def timestamp(when: dt.datetime | None) -> str | None:
     """The registry's JSON form of an instant: UTC to the second, ``Z`` suffix."""
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
@@ -94,6 +105,8 @@ def own_record(
     session: Session, borrower_index: bytes, record_ref: str, *, lock: bool = False
 ) -> Delinquency:
     """One of the borrower's records; another person's record is indistinguishable from none."""
+    if not is_ref(record_ref):
+        raise NotFound("no such record in your file", code="record_not_found")
     query = (
         select(Delinquency)
         .join(Borrower, Borrower.id == Delinquency.borrower_id)

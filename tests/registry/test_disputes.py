@@ -265,6 +265,23 @@ def test_a_borrower_cannot_dispute_another_persons_record(
     assert session.scalar(select(func.count()).select_from(Dispute)) == 0
 
 
+@pytest.mark.parametrize("ref", ["\x00" * 32, "' OR 1=1 --", "A" * 32, "", "０" * 32])
+def test_a_reference_of_the_wrong_shape_is_not_found(
+    client: FlaskClient, session: Session, bank: Member, material: KeyMaterial, ref: str
+) -> None:
+    open_record(client, session, bank)
+    with pytest.raises(NotFound) as filed:
+        file(session, material, ref)
+    assert filed.value.code == "record_not_found"
+    session.rollback()
+    bank_id = _institution_id(session, bank)
+    with pytest.raises(NotFound) as read:
+        disputes.get_for_member(session, material, bank_id, ref)
+    with pytest.raises(NotFound) as answered:
+        answer(session, material, bank, ref, "withdraw")
+    assert read.value.code == answered.value.code == "dispute_not_found"
+
+
 def test_one_unanswered_dispute_per_record(
     client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
 ) -> None:

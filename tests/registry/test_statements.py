@@ -186,6 +186,22 @@ def test_another_persons_record_is_indistinguishable_from_a_missing_one(
     assert mine
 
 
+@pytest.mark.parametrize("ref", ["\x00" * 32, "' OR 1=1 --", "A" * 32])
+def test_a_record_reference_of_the_wrong_shape_is_not_found(
+    client: FlaskClient, session: Session, bank: Member, material: KeyMaterial, ref: str
+) -> None:
+    open_record(client, session, bank)
+    who = index_of(material)
+    with pytest.raises(NotFound) as caught:
+        statements.set_statement(
+            session, material, borrower_index=who, record_ref=ref, text="x", now=NOW
+        )
+    assert caught.value.code == "record_not_found"
+    session.rollback()
+    with pytest.raises(NotFound):
+        statements.remove_statement(session, borrower_index=who, record_ref=ref)
+
+
 def test_removing_destroys_the_row_and_its_key(
     client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
 ) -> None:
