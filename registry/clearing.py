@@ -224,6 +224,9 @@ class Clearer:
                 .values(account_index=None)
             )
             report.tombstones_anonymised = int(getattr(result, "rowcount", 0) or 0)
+            session.execute(
+                delete(Report).where(Report.delinquency_id.is_(None), Report.accepted_at <= horizon)
+            )
             report.nonces_purged = purge_nonces(session, now)
         bind = sessions.kw.get("bind")
         if report.total() and bind is not None:

@@ -437,8 +437,8 @@ class Intake:
     ) -> IntakeResult:
         """Keep the envelope as evidence beside its record and sign the receipt.
 
-        A report that cleared its record is acknowledged but not kept: keeping its envelope
-        would keep personal data the clearing has just destroyed.
+        A report that cleared its record keeps its receipt but not its envelope: keeping the
+        envelope would keep personal data the clearing has just destroyed.
         """
         row = Report(
             institution_id=caller.id,
@@ -451,14 +451,16 @@ class Intake:
             accepted_at=now,
         )
         if record is None or key is None:
-            session.flush()
-            receipt = receipts.sign_receipt(
+            # NOTE: no envelope and no record: only what makes a resend idempotent.
+            row.receipt = receipts.sign_receipt(
                 self._material,
                 receipts.receipt_payload(
                     report=row, institution=caller, accepted_at=now, log_index=None
                 ),
             )
-            return IntakeResult(report.report_id, receipt, created=True)
+            session.add(row)
+            session.flush()
+            return IntakeResult(report.report_id, row.receipt, created=True)
         row.delinquency = record
         row.envelope_ct = self._vault.seal(
             key, "reports", "envelope", f"{record.ref}/{report.report_id}", raw

@@ -221,7 +221,10 @@ class Delinquency(Base):
 class Report(Base):
     """An accepted signed report: the envelope as evidence and the receipt given for it.
 
-    ``id`` is the registry-wide acceptance sequence quoted in receipts.
+    ``id`` is the registry-wide acceptance sequence quoted in receipts. A report that cleared
+    its record keeps only its idempotency facts (report id, envelope digest, receipt) with no
+    record and no envelope, so a resend whose first answer was lost gets the same receipt; the
+    sweeper deletes such rows after the policy's maximum age, with the tombstones' indexes.
     """
 
     __tablename__ = "reports"
@@ -230,7 +233,7 @@ class Report(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     report_id: Mapped[str] = mapped_column(String(64))
-    delinquency_id: Mapped[int] = mapped_column(
+    delinquency_id: Mapped[int | None] = mapped_column(
         ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True
     )
     sequence: Mapped[int] = mapped_column(Integer)
@@ -240,7 +243,7 @@ class Report(Base):
     receipt: Mapped[bytes] = mapped_column(LargeBinary)
     accepted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
-    delinquency: Mapped[Delinquency] = relationship(back_populates="reports")
+    delinquency: Mapped[Delinquency | None] = relationship(back_populates="reports")
 
 
 class ComplianceViolation(Base):

@@ -76,11 +76,35 @@ def test_settling_clears_everything_in_the_same_request(
     assert response.status_code == 201
     receipt = json.loads(dsse.parse_envelope(response.data).payload)
     assert (receipt["kind"], receipt["log_index"]) == ("settle", None)
-    for model in (Delinquency, Report, Borrower):
+    for model in (Delinquency, Borrower):
         assert count(session, model) == 0, model
     assert count(session, DataKey) == 1  # the certificate's own key, nothing else
     [tombstone] = session.scalars(select(Tombstone)).all()
     assert (tombstone.reason, tombstone.last_sequence) == ("settled", 2)
+    # Only the settling report's idempotency facts stay: no record, no envelope.
+    [kept] = session.scalars(select(Report)).all()
+    assert (kept.kind, kept.delinquency_id, kept.envelope_ct) == ("settle", None, b"")
+    assert kept.receipt == response.data
+
+
+def test_a_settlement_resent_gets_its_receipt_until_the_maximum_age(
+    client: FlaskClient, bank: Member, session: Session, settings: Settings, engine: Engine
+) -> None:
+    doc = payload(bank)
+    submit(client, bank, doc)
+    raw = envelope(bank, settle(doc))
+    first = post_envelope(client, bank, raw)
+    again = post_envelope(client, bank, raw)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.data == first.data
+    fetched = signed(client, bank, "GET", f"/v1/receipts/{settle(doc)['report_id']}")
+    assert fetched.status_code == 200 and fetched.data == first.data
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    clearer(settings).sweep(sessions, soon)
+    assert count(session, Report) == 1
+    clearer(settings).sweep(sessions, soon + dt.timedelta(days=Policy().max_age_days))
+    assert count(session, Report) == 0
 
 
 def test_the_borrower_gets_a_signed_certificate_without_amounts(
@@ -129,7 +153,9 @@ def test_withdrawal_deletes_at_once(
     submit(client, bank, doc)
     body = later(doc, "withdraw", 2, withdrawal={"reason": reason})
     assert submit(client, bank, body).status_code == 201
-    assert count(session, Delinquency) == 0 and count(session, Report) == 0
+    assert count(session, Delinquency) == 0
+    [kept] = session.scalars(select(Report)).all()
+    assert (kept.kind, kept.delinquency_id, kept.envelope_ct) == ("withdraw", None, b"")
     assert session.scalars(select(Tombstone.reason)).all() == [reason]
 
 
