@@ -143,21 +143,13 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 doc[name] = value
+        if has_request_context():
+            # Any handler with this formatter (gunicorn's too) names the request it served.
+            doc.setdefault("request_id", g.get("request_id"))
+            doc.setdefault("endpoint", _endpoint())
         if record.exc_info and record.exc_info[0] is not None:
             doc["exception"] = record.exc_info[0].__name__
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-
-
-class RequestContextFilter(logging.Filter):
-    """Adds the request id and endpoint to every record logged while a request is handled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
-            if getattr(record, "request_id", None) is None:
-                record.request_id = g.get("request_id")
-            if getattr(record, "endpoint", None) is None:
-                record.endpoint = _endpoint()
-        return True
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -171,7 +163,6 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def json_handler() -> logging.Handler:
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter())
-    handler.addFilter(RequestContextFilter())
     return handler
 
 

@@ -205,6 +205,7 @@ def test_batches_metrics_and_logs_under_gunicorn(
     documents = [json.loads(line) for line in lines]  # every line is one JSON object
     requests = [d for d in documents if d["logger"] == "registry.request"]
     assert sum(d["endpoint"] == "members.ReportBatch" for d in requests) == 3
+    assert all(d.get("request_id") and d.get("duration_ms") is not None for d in requests)
     assert any(d["logger"].startswith("gunicorn") for d in documents)
     text = log_path.read_text()
     for secret in (*ids, national_id(3), "ACC-0003", "赵六"):
