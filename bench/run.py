@@ -418,6 +418,7 @@ def bench_bare_endpoint(mode: Mode, db: Database, workdir: Path) -> dict[str, fl
 def bench_single(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -> dict[str, Any]:
     stream = ReportStream(reg.members, seed=5, tag="single")
     rates = []
+    failed = 0
     with gunicorn("wsgi:app", reg.env(), workdir / f"registry-{reg.db.engine_name}.log") as url:
         for _ in range(mode.repeats):
             envelopes = [
@@ -433,12 +434,13 @@ def bench_single(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) 
                 return "POST", "/v1/reports", headers, raw
 
             load = drive(url, mode.http_requests, mode.concurrency, build)
-            assert load.statuses == {201: mode.http_requests}, load.statuses
-            rates.append(load.rate)
+            failed += mode.http_requests - load.statuses.get(201, 0)
+            rates.append(load.statuses.get(201, 0) / load.elapsed)
     rate = median(rates)
     return {
         "reports_per_s": rate,
         "runs": rates,
+        "failed_requests": failed,
         "baseline_requests_per_s": baseline_rps,
         "ratio": rate / baseline_rps,
         "target_ratio": TARGETS["single_ratio"],
@@ -450,6 +452,7 @@ def bench_batch(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -
     stream = ReportStream(reg.members, seed=9, tag="batch")
     runs = []
     stored = 0
+    failed = 0
     clients = min(mode.batch_clients, len(reg.members))
     with gunicorn("wsgi:app", reg.env(), workdir / f"registry-{reg.db.engine_name}.log") as url:
         generators = [stream.batches(c, mode.batch_size) for c in range(clients)]
@@ -460,7 +463,6 @@ def bench_batch(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -
                     batch = next(generators[c])
                     payload = {"envelopes": [e.decode() for e in batch]}
                     bodies.append((c, json.dumps(payload, separators=(",", ":")).encode()))
-            refused: list[int] = []
 
             def build(
                 i: int, bodies: list[tuple[int, bytes]] = bodies
@@ -475,8 +477,8 @@ def bench_batch(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -
                 )
 
             load = drive(url, len(bodies), clients, build)
-            assert load.statuses == {200: len(bodies)}, load.statuses
-            reports = len(bodies) * mode.batch_size - sum(refused)
+            failed += len(bodies) - load.statuses.get(200, 0)
+            reports = load.statuses.get(200, 0) * mode.batch_size
             rate = reports / load.elapsed
             runs.append({"stored_before": stored, "reports": reports, "reports_per_s": rate})
             stored += reports
@@ -486,6 +488,7 @@ def bench_batch(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -
         "reports_per_s": rate,
         "runs": runs,
         "batch_size": mode.batch_size,
+        "failed_batches": failed,
         "concurrent_batches": clients,
         "baseline_requests_per_s": baseline_rps,
         "ratio_to_bare_endpoint": rate / baseline_rps,
@@ -496,6 +499,7 @@ def bench_batch(mode: Mode, reg: Registry, workdir: Path, baseline_rps: float) -
 
 def bench_inquiries(mode: Mode, reg: Registry, workdir: Path, bare_p50_ms: float) -> dict[str, Any]:
     sizes = []
+    failed = 0
     loaded = 0
     readable: list[tuple[int, int]] = []
     rng = random.Random(13)
@@ -534,7 +538,7 @@ def bench_inquiries(mode: Mode, reg: Registry, workdir: Path, bare_p50_ms: float
 
                 drive(url, 20, 1, build)  # warm the workers' caches and connections
                 load = drive(url, mode.inquiries, 1, build)
-                assert load.statuses == {200: mode.inquiries}, load.statuses
+                failed += mode.inquiries - load.statuses.get(200, 0)
                 ms = [x * 1000 for x in load.latencies]
                 p50s.append(percentile(ms, 0.5))
                 p99s.append(percentile(ms, 0.99))
@@ -553,6 +557,7 @@ def bench_inquiries(mode: Mode, reg: Registry, workdir: Path, bare_p50_ms: float
         "sizes": sizes,
         "bare_endpoint_p50_ms": bare_p50_ms,
         "p50_growth": growth,
+        "failed_inquiries": failed,
         "p99_target_ms": TARGETS["inquiry_p99_ms"],
         "p50_growth_target": TARGETS["inquiry_p50_growth"],
         "met_p99": sizes[-1]["p99_ms"] <= TARGETS["inquiry_p99_ms"],
@@ -699,7 +704,7 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
             say(
                 f"  batch intake: {batch['reports_per_s']:,.0f} reports/s "
                 f"({batch['ratio_to_bare_endpoint']:.2f} x bare endpoint requests/s; "
-                f"target >= {batch['target']:,.0f}/s)"
+                f"target >= {batch['target']:,.0f}/s; {batch['failed_batches']} batches failed)"
             )
             sweeper = bench_sweeper(mode, reg, verify)
             results["sweeper"][engine] = sweeper
@@ -723,6 +728,11 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
                 database.drop()
             except psycopg.Error as exc:
                 say(f"!! could not drop a benchmark database: {exc}")
+        logs = Path(tempfile.gettempdir()) / f"registry-bench-logs-{mode.name}"
+        logs.mkdir(exist_ok=True)
+        for log in workdir.glob("*.log"):
+            shutil.copy(log, logs / log.name)
+        say(f"server logs: {logs}")
         shutil.rmtree(workdir, ignore_errors=True)
     results["duration_s"] = round(time.perf_counter() - began, 1)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
