@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -471,6 +471,43 @@ def _reserve(session: Session, member_id: int, count: int) -> int:
         if seq is None:  # pragma: no cover - the row was just seen to exist
             raise
         return int(seq)
+
+
+# --- the borrower's side --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watcher:
+    """A member that watches (or watched) a borrower, for the borrower's own view."""
+
+    institution: str
+    since: dt.datetime
+    ended_at: dt.datetime | None
+    alerts: int
+
+
+def watchers_of(session: Session, borrower_index: bytes) -> list[Watcher]:
+    """Who subscribed to this borrower and how many alerts each received, newest first.
+
+    Monitoring is disclosed to the person monitored, as inquiries are: the borrower portal
+    can show it beside the inquiry list.
+    """
+    counts = (
+        select(Alert.subscription_id, func.count().label("n"))
+        .group_by(Alert.subscription_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Institution.code, Subscription.created_at, Subscription.ended_at, counts.c.n)
+        .join(Institution, Institution.id == Subscription.institution_id)
+        .outerjoin(counts, counts.c.subscription_id == Subscription.id)
+        .where(Subscription.borrower_index == borrower_index)
+        .order_by(Subscription.created_at.desc(), Subscription.id.desc())
+    )
+    return [
+        Watcher(institution=code, since=since, ended_at=ended, alerts=int(n or 0))
+        for code, since, ended, n in rows
+    ]
 
 
 # --- reading alerts (the pull API) ---------------------------------------------------------

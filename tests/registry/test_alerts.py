@@ -476,3 +476,16 @@ def test_no_member_counter_is_locked_before_the_report_commits(
             other.rollback()
         writer.commit()
     assert [a["seq"] for a in alerts_of(session, "BANKB")] == [1, 2]
+
+
+def test_the_borrower_can_be_told_who_watches_them(
+    client: FlaskClient, bank: Member, watcher: Member, session: Session, settings: Settings
+) -> None:
+    ref = watching(client, watcher, 26)
+    accepted(submit(client, bank, borrower_doc(bank, 26, "A-26")))
+    signed(client, watcher, "DELETE", f"/v1/subscriptions/{ref}")
+    index = load_key_material(settings).blind_index.digest("national_id", national_id(26))
+    [seen] = alerts.watchers_of(session, index)
+    assert (seen.institution, seen.alerts) == ("BANKB", 1) and seen.ended_at is not None
+    other = load_key_material(settings).blind_index.digest("national_id", national_id(27))
+    assert alerts.watchers_of(session, other) == []
