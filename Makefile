@@ -51,5 +51,13 @@ bench: venv
 	@bash scripts/ensure-postgres.sh || echo "PostgreSQL unavailable: only SQLite is benchmarked"
 	$(BIN)/python -m bench.run $(if $(FULL),--full,)
 
+## soak: the long forms of the security and reliability suites on SQLite and PostgreSQL
+## (schemathesis with hundreds of examples per operation in both modes, six SIGKILLs over ~900
+## reports, a minute of load); SOAK=1 selects them, the p99 figures are printed
+.PHONY: soak
+soak: venv
+	@bash scripts/ensure-postgres.sh
+	SOAK=1 $(BIN)/pytest tests/security tests/reliability
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

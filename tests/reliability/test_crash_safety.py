@@ -7,7 +7,8 @@ are sent once and abandoned if their answer is lost. Afterwards, read straight f
 database:
 
 - every report that got a receipt is stored exactly once, with the envelope digest and the very
-  receipt bytes the member holds (or, for a settlement, its account is cleared);
+  receipt bytes the member holds; a settlement's record is cleared, and only the settling
+  report's receipt is kept (so that a resend still gets it);
 - each account is exactly at its last acknowledged sequence (no lost or doubled update);
 - an abandoned report is either wholly there (its receipt can be fetched and verifies) or
   wholly absent: no record, borrower or data key without the rows that must come with it;
@@ -115,7 +116,6 @@ class Sent:
     envelope: bytes
     receipt: bytes | None = None
     retried: bool = False
-    cleared_without_receipt: bool = False
 
 
 @dataclass
@@ -138,11 +138,6 @@ def deliver(client: RegistryClient, item: Sent, *, once: bool) -> None:
         except TransportError:
             pass
         except RegistryError as exc:
-            cleared = exc.code == "account_cleared"
-            if cleared and item.retried and exc.problem.get("current_sequence") == item.sequence:
-                # Known gap (xfail below): a resent settlement gets 409, not its receipt.
-                item.cleared_without_receipt = True
-                return
             if exc.status < 500 and exc.status != 429:
                 raise
         item.retried = True
@@ -164,7 +159,7 @@ def stream(registry: Registry, bank: Member, work: queue.Queue[list[Sent]], ledg
             for item in items:
                 once = item.account_ref.startswith("ABANDON")
                 deliver(client, item, once=once)
-                if once or item.cleared_without_receipt:
+                if once:
                     break
         except Exception as exc:
             with ledger.lock:
@@ -252,7 +247,11 @@ def check_database(registry: Registry, ledger: Ledger, registry_keys: Any) -> No
                     assert record is None, f"{ref}: settled but still stored"
                     stone = s.scalar(select(Tombstone).where(Tombstone.account_index == index))
                     assert stone is not None and stone.last_sequence == last.sequence, ref
-                    assert not any(i.report_id in rows for i in items), f"{ref}: reports kept"
+                    kept = [i for i in items if i.report_id in rows]
+                    assert kept == [last], f"{ref}: reports of a cleared record kept"
+                    row = rows[last.report_id]
+                    assert row.delinquency_id is None and row.envelope_ct == b"", ref
+                    assert row.receipt == last.receipt, f"{ref}: another receipt"
                     continue
                 assert record is not None, f"{ref}: acknowledged record missing"
                 assert record.sequence == last.sequence, f"{ref}: at {record.sequence}"
@@ -284,7 +283,7 @@ def check_database(registry: Registry, ledger: Ledger, registry_keys: Any) -> No
 
 
 def test_sigkill_mid_stream_loses_no_acknowledged_report_and_half_stores_nothing(
-    registry: Registry,
+    registry: Registry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key, keyid = registry.setup(MEMBER)[MEMBER]
     bank = Member(MEMBER, key, keyid)
@@ -330,15 +329,15 @@ def test_sigkill_mid_stream_loses_no_acknowledged_report_and_half_stores_nothing
     acknowledged = [i for i in ledger.sent if i.receipt is not None]
     retried = sum(i.retried for i in [*ledger.sent, *ledger.abandoned])
     stored_abandoned = sum(i.receipt is not None for i in ledger.abandoned)
-    gaps = [i.report_id for i in ledger.sent if i.cleared_without_receipt]
-    print(
-        f"crash safety: {len(kills)} kills, {registry.starts} starts, {len(acknowledged)} "
-        f"receipts, {retried} lost answers retried, {stored_abandoned}/{ABANDONED} abandoned "
-        f"reports answered, {len(gaps)} settlements cleared without a receipt, {elapsed:.1f} s"
-    )
+    with capsys.disabled():
+        print(
+            f"\ncrash safety: {len(kills)} kills, {registry.starts} starts, {len(acknowledged)} "
+            f"receipts, {retried} lost answers retried, {stored_abandoned}/{ABANDONED} abandoned "
+            f"reports answered, {elapsed:.1f} s"
+        )
     assert len(kills) == KILLS, "the stream ended before every kill: nothing was killed mid-way"
     assert retried > 0, "no request was in flight at any kill"
-    assert all(i.receipt is not None or i.cleared_without_receipt for i in ledger.sent)
+    assert all(i.receipt is not None for i in ledger.sent)
 
     client = RegistryClient(registry.url, key, keyid)
     registry_keys = client.registry_keys()
@@ -355,15 +354,6 @@ def test_sigkill_mid_stream_loses_no_acknowledged_report_and_half_stores_nothing
     assert leaked == [], "personal data in the server's log"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a settling report clears its record and its Report row with it, so a resent settlement "
-        "(answer lost in a crash) meets the tombstone and gets 409 account_cleared instead of "
-        "its receipt; keeping the clearing report's receipt (no personal data) beside the "
-        "tombstone needs a schema change in registry/clearing.py and intake.py"
-    ),
-)
 def test_a_settlement_resent_after_its_answer_was_lost_gets_its_receipt(
     client: FlaskClient, session: Session
 ) -> None:

@@ -98,7 +98,9 @@ def person(serial: int) -> dict[str, str]:
     }
 
 
-def test_two_members_submitting_and_three_querying_see_no_errors(registry: Registry) -> None:
+def test_two_members_submitting_and_three_querying_see_no_errors(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys = registry.setup("BANKA", "BANKB")
     registry.start()
     members = [Member(code, *keys[code]) for code in ("BANKA", "BANKB")]
@@ -154,9 +156,10 @@ def test_two_members_submitting_and_three_querying_see_no_errors(registry: Regis
     elapsed = time.monotonic() - started
     assert not any(t.is_alive() for t in threads), "a load thread hung"
 
-    print(f"\nload on {registry.database_url.split(':', 1)[0]}, {elapsed:.1f} s, 2 workers:")
-    for name, tally in tallies.items():
-        print("  " + tally.summary(name, elapsed))
+    with capsys.disabled():  # the figures are for people: shown even when output is captured
+        print(f"\nload on {registry.database_url.split(':', 1)[0]}, {elapsed:.1f} s, 2 workers:")
+        for name, tally in tallies.items():
+            print("  " + tally.summary(name, elapsed))
     failures = [f"{n}: {f}" for n, t in tallies.items() for f in t.failures]
     assert failures == [], "\n".join(failures[:20])
     assert all(t.latencies for t in tallies.values()), "a kind of request never completed"

@@ -17,6 +17,7 @@ import os
 import traceback
 
 import hypothesis
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis import APIOperation, Case, GenerationMode
@@ -63,7 +64,7 @@ def _fuzz(operation: APIOperation, mode: GenerationMode) -> int:
 
 
 def test_every_documented_operation_survives_generated_requests(
-    signing_app: SigningMiddleware,
+    signing_app: SigningMiddleware, capsys: pytest.CaptureFixture[str]
 ) -> None:
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", signing_app)
     failures: list[str] = []
@@ -77,5 +78,6 @@ def test_every_documented_operation_survives_generated_requests(
             except (Exception, BaseExceptionGroup) as exc:  # every operation's failures, reported
                 detail = "".join(traceback.format_exception_only(exc)).strip()
                 failures.append(f"{operation.label} [{mode.value}]: {detail[:3000]}")
-    print(f"schemathesis: {len(operations)} operations, {total} requests")
+    with capsys.disabled():
+        print(f"\nschemathesis: {len(operations)} operations, {total} requests")
     assert not failures, "\n\n".join(failures)
