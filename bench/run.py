@@ -92,14 +92,14 @@ SHORT = Mode(
     name="short",
     repeats=3,
     verify_loop=5_000,
-    http_requests=150,
+    http_requests=100,
     concurrency=8,
     batch_size=200,
     batches_per_client=1,
     batch_clients=2,
     inquiry_sizes=(10_000, 30_000),
-    inquiries=60,
-    sweep_records=100,
+    inquiries=50,
+    sweep_records=60,
     readable_every=50,
 )
 FULL = Mode(
