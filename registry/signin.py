@@ -162,7 +162,7 @@ def enrol(
     if phone is not None and not _PHONE.fullmatch(phone):
         raise ValidationFailed(
             "the phone number is not valid",
-            errors=[FieldError("phone", "phone_format", "6-15 digits, optionally after a +")],
+            errors=[FieldError("phone", "format", "6-15 digits, optionally after a +")],
         )
     vault = Vault(material.keyring)
     enrolment = session.scalar(

@@ -94,7 +94,6 @@ def hit(
         raise RateLimited(
             "too many sign-in attempts; try again later",
             retry_after=max(1, math.ceil(wait)),
-            code="signin_rate_limited",
         )
     counter.count += 1
     session.flush()

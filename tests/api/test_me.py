@@ -155,12 +155,12 @@ def test_code_requests_are_limited_per_id_and_per_client(
     for _ in range(5):
         assert ask(client, ALICE).status_code == 202
     limited = ask(client, ALICE)
-    problem_of(limited, 429, "signin_rate_limited")
+    problem_of(limited, 429, "rate_limited")
     assert 0 < int(limited.headers["Retry-After"]) <= 3600
     # A forged X-Forwarded-For does not make a new client (no trusted proxy configured).
     for serial in range(10, 25):
         ask(client, national_id(serial), headers={"X-Forwarded-For": f"10.0.0.{serial}"})
-    problem_of(ask(client, national_id(40)), 429, "signin_rate_limited")
+    problem_of(ask(client, national_id(40)), 429, "rate_limited")
     other_client = ask(client, national_id(41), environ_base={"REMOTE_ADDR": "192.0.2.9"})
     assert other_client.status_code == 202
 
@@ -411,7 +411,7 @@ def test_a_trusted_proxy_names_the_client(
             json={"national_id": national_id(50)},
             headers={"X-Forwarded-For": "198.51.100.99, 203.0.113.5"},
         )
-        problem_of(limited, 429, "signin_rate_limited")
+        problem_of(limited, 429, "rate_limited")
         other = client.post(
             "/v1/me/signin",
             json={"national_id": national_id(51)},

@@ -172,7 +172,9 @@ def gateway() -> Iterator[Gateway]:
     g.close()
 
 
-def _queue_code(session: Session, material: KeyMaterial, bank: Member) -> None:
+def _queue_code(
+    session: Session, material: KeyMaterial, bank: Member, now: dt.datetime = NOW
+) -> None:
     seed(session, material, bank, phone="+8613911112222")
     notify.to_borrower(
         session,
@@ -180,7 +182,7 @@ def _queue_code(session: Session, material: KeyMaterial, bank: Member) -> None:
         borrower_index=index_of(material, national_id(1)),
         template="signin_code",
         params={"code": "271828"},
-        now=NOW,
+        now=now,
     )
     session.commit()
 
@@ -273,7 +275,7 @@ def test_make_notifier_checks_its_settings(tmp_path: Path) -> None:
 def test_the_cli_shows_the_outbox_decrypted(
     session: Session, material: KeyMaterial, bank: Member, settings: Settings, database_url: str
 ) -> None:
-    _queue_code(session, material, bank)
+    _queue_code(session, material, bank, dt.datetime.now(dt.UTC))
     env = {"REGISTRY_INSTANCE": str(settings.instance_path), "REGISTRY_DATABASE_URL": database_url}
     result = CliRunner().invoke(cli, ["notifications", "--json"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -292,7 +294,7 @@ def test_the_worker_sends_due_messages_through_the_webhook(
     database_url: str,
     gateway: Gateway,
 ) -> None:
-    _queue_code(session, material, bank)
+    _queue_code(session, material, bank, dt.datetime.now(dt.UTC))
     env = {
         "REGISTRY_INSTANCE": str(settings.instance_path),
         "REGISTRY_DATABASE_URL": database_url,
