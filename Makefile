@@ -52,7 +52,7 @@ bench: venv
 	$(BIN)/python -m bench.run $(if $(FULL),--full,)
 
 ## soak: the long forms of the security and reliability suites on SQLite and PostgreSQL
-## (schemathesis with hundreds of examples per operation in both modes, six SIGKILLs over ~900
+## (schemathesis with 100 examples per operation in both modes, six SIGKILLs over ~650
 ## reports, a minute of load); SOAK=1 selects them, the p99 figures are printed
 .PHONY: soak
 soak: venv

@@ -2,7 +2,7 @@
 
 Every request must succeed (error rate zero); the latencies are printed, never asserted (a
 shared test machine has no stable clock to assert on). ``LOAD_SECONDS`` sets the duration
-(6 s by default, 60 s under ``SOAK=1``). For figures worth quoting, use ``bench/``.
+(5 s by default, 60 s under ``SOAK=1``). For figures worth quoting, use ``bench/``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from reliability.server import Registry
 pytestmark = pytest.mark.e2e
 
 SOAK = os.environ.get("SOAK") == "1"
-SECONDS = float(os.environ.get("LOAD_SECONDS", "60" if SOAK else "6"))
-PEOPLE = 8
+SECONDS = float(os.environ.get("LOAD_SECONDS", "60" if SOAK else "5"))
+PEOPLE = 4
 
 
 @dataclass

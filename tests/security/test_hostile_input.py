@@ -264,6 +264,9 @@ BODY_KINDS: dict[str, Callable[[Any], bytes]] = {
     "nul_bytes": retyped(strings, lambda v: f"{v}\u0000"),
     "long_strings": retyped(strings, lambda _v: "W" * 20_000),
 }
+# Kinds that break the JSON itself: tried on the envelope (or batch) around a signed report as
+# well as on its payload; the others are values, and only reach a rule inside the payload.
+STRUCTURAL = {"deep_nesting", "invalid_utf8", "duplicate_keys", "wrong_types", "nulls"}
 QUERY_VALUES = {
     "sql_metacharacters": "x' OR '1'='1'; --",
     "html_metacharacters": "<script>alert(1)</script>",
@@ -407,13 +410,16 @@ def _body_variants(corpus: Corpus, route: Route, kind: str) -> Iterator[tuple[st
     member = corpus.actors.bank_a
     report = payload(member, account_ref="HOSTILE-0001")
     name = schema.get("$ref", "").rsplit("/", 1)[-1]
+    outer = kind in STRUCTURAL
     if name == "Envelope":
-        yield kind, build(json.loads(envelope(member, report))), False
+        if outer:
+            yield kind, build(json.loads(envelope(member, report))), False
         yield f"{kind} in the signed payload", envelope(member, build(report)), False
         return
     base = skeleton(schema, corpus.document, corpus.valid)
     if isinstance(base, dict) and set(base) == {"envelopes"}:
-        yield kind, build(base), True
+        if outer:
+            yield kind, build(base), True
         item = envelope(member, build(report)).decode("utf-8")
         yield f"{kind} in a batched payload", dumps({"envelopes": [item]}), True
         return
