@@ -17,7 +17,7 @@ from security.support import BORROWER_SERIAL, Actors, SigningMiddleware
 
 @pytest.fixture
 def actors(app: Flask, session: Session) -> Actors:
-    """Two members, an operator, and a borrower with one record and a live bearer token."""
+    """Two members, an operator, and a borrower with one record and a way to get bearer tokens."""
     bank_a, bank_b = admit(session, "BANKA"), admit(session, "BANKB")
     operator = make_operator(session)
     material = app.extensions["registry"].material
@@ -30,24 +30,32 @@ def actors(app: Flask, session: Session) -> Actors:
         name="欧阳锋",
         account_ref="LOAN-SEC-0042",
     )
-    now = dt.datetime.now(dt.UTC)
-    token = borrower_sessions.start(
-        session,
-        borrower_index=index_of(material, national_id(BORROWER_SERIAL)),
-        kind=borrower_sessions.API,
-        timeouts=borrower_sessions.Timeouts(
-            idle=dt.timedelta(hours=1), absolute=dt.timedelta(hours=2)
-        ),
-        now=now,
-    )
-    session.commit()
+    index = index_of(material, national_id(BORROWER_SERIAL))
+    sessions = app.extensions["registry"].sessions
+
+    def mint_token() -> str:
+        """A fresh API session for the borrower, in its own committed transaction."""
+        with sessions() as own:
+            token = borrower_sessions.start(
+                own,
+                borrower_index=index,
+                kind=borrower_sessions.API,
+                timeouts=borrower_sessions.Timeouts(
+                    idle=dt.timedelta(hours=1), absolute=dt.timedelta(hours=2)
+                ),
+                now=dt.datetime.now(dt.UTC),
+            )
+            own.commit()
+        return token
+
     return Actors(
         bank_a=bank_a,
         bank_b=bank_b,
         operator=operator,
-        borrower_token=token,
+        borrower_token=mint_token(),
         borrower_id=national_id(BORROWER_SERIAL),
         seeded=seeded,
+        mint_token=mint_token,
     )
 
 

@@ -4,7 +4,8 @@ The wrapper signs each request over exactly what reaches the app (method, URL, b
 way a member's client does, so generated and hostile requests get past authentication and their
 bodies are really parsed. Which credential a request carries follows its blueprint's audience,
 as in ``tests/api/test_access.py``: members sign with a member key, operators with an operator
-key, borrowers send a bearer token; public routes get nothing.
+key, the borrower API gets a bearer token of a fresh session; public routes and portal pages
+get nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Actors:
     borrower_token: str
     borrower_id: str
     seeded: dict[str, Any]
+    mint_token: Callable[[], str]
 
 
 def audience(endpoint: str | None) -> str:
@@ -80,9 +82,12 @@ class SigningMiddleware:
         body = request.get_data(cache=True)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        who = audience(self.endpoint_of(environ))
-        if who == "borrower":
-            environ.setdefault("HTTP_AUTHORIZATION", f"Bearer {self.actors.borrower_token}")
+        endpoint = self.endpoint_of(environ)
+        who = audience(endpoint)
+        if who == "borrower" and not str(endpoint).startswith("portal."):
+            # A fresh session per request, as a fresh signature for members: a generated
+            # sign-out (or a generated Authorization header) cannot starve the next request.
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {self.actors.mint_token()}"
         elif who in ("members", "operator"):
             signer = self.actors.operator if who == "operator" else self.member
             headers = httpsig.sign_request(

@@ -13,7 +13,8 @@ and the database unchanged, except for what is written by design on every attemp
 - ``inquiries``, ``data_keys``, ``quota_usage`` for ``POST /v1/inquiries``: every attempt counts
   against the daily quota and refused attempts are logged (with the request encrypted under the
   log row's own data key) for the operator; the test checks every such row is a refusal;
-- ``borrower_sessions`` for the borrower API: a request with a live token touches the session.
+- ``borrower_sessions`` for the borrower API: the harness signs each request in with a fresh
+  session (its row is written before the request), and a request touches its session.
 
 Portal pages (HTML for browsers) are attacked without a browser session: they must refuse with
 an HTML error page (or the app's 404 for a URL that matches no page) or send the visitor to
@@ -477,15 +478,16 @@ def _inject(name: str) -> Callable[[dict[str, Any]], None]:
 def test_header_injection_in_credentials_is_refused_and_writes_nothing(corpus: Corpus) -> None:
     """CRLF smuggled into the signature or the bearer token: 401, not even a nonce consumed."""
     for route in corpus.routes:
+        allowed: set[str] = set()
         if route.audience in ("members", "operator"):
             header = "HTTP_SIGNATURE_INPUT"
         elif route.audience == "borrower" and not route.endpoint.startswith("portal."):
-            header = "HTTP_AUTHORIZATION"
+            header, allowed = "HTTP_AUTHORIZATION", BORROWER_TOUCH  # the harness's fresh session
         else:
             continue
         body = b"{}" if route.method in ("POST", "PUT", "PATCH") else b""
         response = corpus.send(
-            route, "header injection", body=body, environ={TAMPER: _inject(header)}, allowed=set()
+            route, "header injection", body=body, environ={TAMPER: _inject(header)}, allowed=allowed
         )
         if response.status_code != 401:
             corpus.failures.append(f"{route.label}: {response.status_code}, not 401")
