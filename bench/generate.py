@@ -340,6 +340,13 @@ def bulk_load(
             c.execute(insert(Delinquency), records)
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            # The rows came with explicit ids: move each id sequence past them, or the
+            # registry's own next insert would collide.
+            for table in ("data_keys", "borrowers", "delinquencies"):
+                c.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"
+                )
             c.exec_driver_sql("ANALYZE data_keys, borrowers, delinquencies")
     return Loaded(borrowers=count, readable=readable)
 

@@ -722,6 +722,7 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
                 f"{bare['p50_ms']:.1f} ms"
             )
             reg.engine.dispose()
+            save(results, out, began)  # after each engine: a later failure keeps these
     finally:
         for database in databases:
             try:
@@ -734,14 +735,19 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
             shutil.copy(log, logs / log.name)
         say(f"server logs: {logs}")
         shutil.rmtree(workdir, ignore_errors=True)
-    results["duration_s"] = round(time.perf_counter() - began, 1)
-    results["machine"]["load_average_at_end"] = list(os.getloadavg())
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{mode.name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    plot(results, out / f"{mode.name}.png")
+    save(results, out, began)
     say(f"results: {out / (mode.name + '.json')}, plot: {out / (mode.name + '.png')}")
     say(f"took {results['duration_s']:.0f} s")
     return results
+
+
+def save(results: dict[str, Any], out: Path, began: float) -> None:
+    results["duration_s"] = round(time.perf_counter() - began, 1)
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    out.mkdir(parents=True, exist_ok=True)
+    name = results["mode"]
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    plot(results, out / f"{name}.png")
 
 
 def main() -> None:
