@@ -10,15 +10,19 @@ get nothing.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import pickle
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from flask import Flask
 from sqlalchemy import Engine, Table
 from werkzeug.exceptions import HTTPException
@@ -145,3 +149,50 @@ def snapshot(engine: Engine) -> dict[str, str]:
 
 def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
     return {name for name in before if before[name] != after.get(name)}
+
+
+# --- looking for leaks -------------------------------------------------------------------------
+
+
+def raw_private(key: Ed25519PrivateKey) -> bytes:
+    """The 32 secret bytes of an Ed25519 key, to look for them in text."""
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def secret_forms(secret: bytes) -> set[str]:
+    """How a secret's bytes would look in text: base64 (both alphabets) and hex."""
+    b64 = base64.b64encode(secret).decode().rstrip("=")
+    return {b64, base64.urlsafe_b64encode(secret).decode().rstrip("="), secret.hex()}
+
+
+def instance_secrets(folder: Path) -> set[str]:
+    """Every secret of an instance folder, as the bytes and as the text of its file."""
+    found: set[str] = set()
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith(("#", "-----")):
+                continue
+            value = line.split(":", 1)[1] if line.startswith("v") and ":" in line else line
+            found.add(value.rstrip("="))
+            try:
+                found |= secret_forms(base64.b64decode(value, validate=True))
+            except ValueError:
+                continue
+    return {s for s in found if len(s) >= 16}
+
+
+def leaks(texts: Iterable[str], needles: Iterable[str]) -> list[str]:
+    """Each needle found in the texts, with a little context, for the failure message."""
+    out = []
+    corpus = list(texts)
+    for needle in sorted(set(needles)):
+        for text in corpus:
+            at = text.find(needle)
+            if at >= 0:
+                out.append(f"{needle[:24]!r} in ...{text[max(0, at - 60) : at + 60]!r}...")
+                break
+    return out

@@ -18,13 +18,10 @@ import datetime as dt
 import json
 import logging
 import secrets
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
@@ -43,7 +40,7 @@ from factories import (
 )
 from registry import notify
 from registry.settings import Settings
-from security.support import Actors
+from security.support import Actors, instance_secrets, leaks, raw_private, secret_forms
 
 STRANGER = national_id(8)
 
@@ -73,49 +70,6 @@ class Recorder:
         )
         self.signatures.append(headers["Signature"].split(":")[1])
         return headers
-
-
-def raw_private(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
-def secret_forms(secret: bytes) -> set[str]:
-    """How a secret's bytes would look in text: base64 (both alphabets) and hex."""
-    b64 = base64.b64encode(secret).decode().rstrip("=")
-    return {b64, base64.urlsafe_b64encode(secret).decode().rstrip("="), secret.hex()}
-
-
-def instance_secrets(settings: Settings) -> set[str]:
-    """Every secret of the instance folder, as the bytes and as the text of its file."""
-    found: set[str] = set()
-    for path in sorted(Path(settings.instance_path).iterdir()):
-        if not path.is_file():
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith(("#", "-----")):
-                continue
-            value = line.split(":", 1)[1] if line.startswith("v") and ":" in line else line
-            found.add(value.rstrip("="))
-            try:
-                found |= secret_forms(base64.b64decode(value, validate=True))
-            except ValueError:
-                continue
-    return {s for s in found if len(s) >= 16}
-
-
-def leaks(texts: Iterable[str], needles: Iterable[str]) -> list[str]:
-    """Each needle found in the texts, with a little context, for the failure message."""
-    out = []
-    corpus = list(texts)
-    for needle in sorted(set(needles)):
-        for text in corpus:
-            at = text.find(needle)
-            if at >= 0:
-                out.append(f"{needle[:24]!r} in ...{text[max(0, at - 60) : at + 60]!r}...")
-                break
-    return out
 
 
 def log_texts(records: list[logging.LogRecord]) -> list[str]:
@@ -263,7 +217,7 @@ def test_a_full_scenario_logs_no_personal_data_and_no_secret(
     personal = [v for person in people for v in person.values()]
     personal += [p.lstrip("+") for p in personal if p.startswith("+86")]
     personal += [actors.seeded["account_ref"], "LOAN-SEC-0099", "LOAN-SEC-0100"]
-    keys = instance_secrets(settings)
+    keys = instance_secrets(Path(settings.instance_path))
     for member in (actors.bank_a, actors.bank_b, actors.operator):
         keys |= secret_forms(raw_private(member.key))
     needles = [*personal, *keys, *given, *record.signatures]
