@@ -19,6 +19,13 @@ and the database unchanged, except for what is written by design on every attemp
 Portal pages (HTML for browsers) are attacked without a browser session: they must refuse with
 an HTML error page (or the app's 404 for a URL that matches no page) or send the visitor to
 sign in, and write nothing.
+
+Kinds: in bodies (and, for signed reports, inside the signed payload and in a batch) deep
+nesting, invalid UTF-8, huge, negative, NaN, infinite, exponent and fractional numbers, dates
+far past, far future and impossible, wrong types, nulls, duplicated keys, SQL and HTML
+metacharacters, Unicode look-alikes, NUL bytes, long strings, bodies over the limit; in query
+strings and path parameters the same kinds of values plus path traversal; CRLF smuggled into
+credentials; and request headers that must never come back as response headers.
 """
 
 from __future__ import annotations
