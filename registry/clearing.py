@@ -76,6 +76,17 @@ def _delete_keyed(
     return keys
 
 
+def lock_borrowers(session: Session, borrower_ids: list[int]) -> None:
+    """Row-lock these borrowers in id order (PostgreSQL; SQLite transactions are serial)."""
+    if borrower_ids:
+        session.execute(
+            select(Borrower.id)
+            .where(Borrower.id.in_(sorted(set(borrower_ids))))
+            .order_by(Borrower.id)
+            .with_for_update()
+        ).all()
+
+
 class Clearer:
     def __init__(self, material: KeyMaterial, policy: Policy) -> None:
         self._material = material
@@ -91,7 +102,13 @@ class Clearer:
         *,
         account_ref: str,
     ) -> None:
-        """Delete ``record`` and everything personal about it, within the caller's transaction."""
+        """Delete ``record`` and everything personal about it, within the caller's transaction.
+
+        NOTE: the borrower's row is locked before asking whether another record still refers
+        to it; otherwise two transactions clearing a borrower's last two records at once would
+        each see the other's record and both leave the borrower (and their ID) behind.
+        """
+        lock_borrowers(session, [record.borrower_id])
         borrower = record.borrower
         self._certify(session, record, borrower, reason, now, account_ref=account_ref)
         session.add(
@@ -253,6 +270,9 @@ class Clearer:
                         .with_for_update(skip_locked=True)
                     )
                 )
+                # Every borrower of the batch is locked first, in id order: two sweepers (or a
+                # sweeper and intake) then never wait for each other in a cycle.
+                lock_borrowers(session, [r.borrower_id for r in records])
                 for record in records:
                     self.clear(session, record, reason, now, account_ref=self.account_ref(record))
                 cleared += len(records)

@@ -294,7 +294,7 @@ def _sweep_once(settings: Settings) -> str:
     return (
         f"cleared: {cleared}; certificates expired={report.certificates_expired}; "
         f"tombstones anonymised={report.tombstones_anonymised}; "
-        f"nonces purged={report.nonces_purged}; "
+        f"nonces purged={report.nonces_purged}; disputes expired={report.disputes_expired}; "
         f"subscriptions ended={kept.subscriptions_ended}; alerts expired={kept.alerts_deleted}; "
         f"inquiries expired={forgotten}; {chores}"
     )

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crypto import dsse, strictjson
 from crypto.errors import StrictJSONError
-from registry import consents, masking, relationships, statements
+from registry import consents, disputes, masking, relationships, statements
 from registry.classification import Tier, worst
 from registry.errors import (
     FieldError,
@@ -41,7 +41,6 @@ from registry.models import (
     Borrower,
     DataKey,
     Delinquency,
-    Dispute,
     Inquiry,
     Institution,
     QuotaUsage,
@@ -394,7 +393,7 @@ class Inquiries:
                     .order_by(Delinquency.first_delinquency_date, Delinquency.id)
                 )
             )
-        disputed = _open_disputes(session, [r.id for r in records])
+        disputed = disputes.open_dispute_record_ids(session, [r.id for r in records])
         file_statement, record_statements = statements.statements_for_inquiry(
             session, self._material, index, [r.id for r in records]
         )
@@ -554,18 +553,6 @@ class Inquiries:
                 delete(QuotaUsage).where(QuotaUsage.day < now.date() - dt.timedelta(days=2))
             )
         return removed
-
-
-def _open_disputes(session: Session, record_ids: list[int]) -> set[int]:
-    if not record_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(Dispute.delinquency_id).where(
-                Dispute.delinquency_id.in_(record_ids), Dispute.status == "open"
-            )
-        )
-    )
 
 
 def _category(records: int, institutions: int, max_dpd: int, lost: bool, legal: bool) -> str:
