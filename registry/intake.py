@@ -80,6 +80,16 @@ class Intake:
                 session.rollback()
                 if attempt == MAX_ATTEMPTS - 1:
                     raise
+            except Conflict as exc:
+                session.rollback()
+                # NOTE: a concurrent copy of the same envelope may have committed between our
+                # idempotency look-up and the record's lock; it is a resend, not a conflict.
+                if exc.code != "report_id_conflict":
+                    earlier = self._accepted_before(session, caller, raw)
+                    session.rollback()
+                    if earlier is not None:
+                        return earlier
+                raise
             except RegistryError as exc:
                 session.rollback()
                 if record_cap_violations(session, caller, exc, now):
@@ -97,9 +107,7 @@ class Intake:
         document = _decode_payload(envelope.payload)
         report_id = p.peek_report_id(document)
         digest = hashlib.sha256(raw).hexdigest()
-        existing = session.scalar(
-            select(Report).where(Report.institution_id == caller.id, Report.report_id == report_id)
-        )
+        existing = self._report(session, caller, report_id)
         if existing is not None:
             if existing.envelope_sha256 == digest:
                 return IntakeResult(report_id, existing.receipt, created=False)
@@ -122,6 +130,22 @@ class Intake:
         delinquency, key = self._apply(session, caller, report, now)
         alerts.on_report(session, caller, report.kind, before, delinquency, now)
         return self._record(session, caller, delinquency, key, report, raw, digest, now)
+
+    @staticmethod
+    def _report(session: Session, caller: Institution, report_id: str) -> Report | None:
+        return session.scalar(
+            select(Report).where(Report.institution_id == caller.id, Report.report_id == report_id)
+        )
+
+    def _accepted_before(
+        self, session: Session, caller: Institution, raw: bytes
+    ) -> IntakeResult | None:
+        """The receipt of these exact bytes if they were accepted (the envelope was verified)."""
+        report_id = p.peek_report_id(_decode_payload(dsse.parse_envelope(raw).payload))
+        existing = self._report(session, caller, report_id)
+        if existing is None or existing.envelope_sha256 != hashlib.sha256(raw).hexdigest():
+            return None
+        return IntakeResult(report_id, existing.receipt, created=False)
 
     def _verify(
         self, session: Session, caller: Institution, raw: bytes, now: dt.datetime

@@ -412,3 +412,25 @@ def _member_once(session: Session) -> Member:
 
 
 _MEMBERS: dict[str, Member] = {}
+
+
+def test_a_copy_that_loses_the_race_to_its_twin_gets_the_receipt_not_a_conflict(
+    app: Flask, client: FlaskClient, bank: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin commits between this copy's idempotency look-up and its lock on the record."""
+    from registry.intake import Intake
+
+    raw = envelope(bank, payload(bank))
+    first = post_envelope(client, bank, raw)
+    real = Intake._report
+    calls: list[str] = []
+
+    def late(session: Session, caller: Institution, report_id: str) -> Report | None:
+        calls.append(report_id)
+        return None if len(calls) == 1 else real(session, caller, report_id)
+
+    monkeypatch.setattr(Intake, "_report", staticmethod(late))
+    again = post_envelope(client, bank, raw)
+    assert len(calls) == 2, "the look-up was not repeated after the conflict"
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.data == first.data
