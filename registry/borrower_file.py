@@ -63,12 +63,11 @@ def records(session: Session, material: KeyMaterial, borrower_index: bytes) -> l
         fields = record_fields(vault, record, with_contact=True)
         fields["under_dispute"] = record.id in disputed
         fields["statement"] = said.get(record.id)
-        shown = present(Viewer.BORROWER, fields)
-        # NOTE: suppression is the registry's own state, not a reported field: the borrower
-        # is told that inquirers no longer see the record.
-        shown["suppressed"] = record.suppressed_at is not None
-        shown["institution_name"] = record.institution.name
-        out.append(shown)
+        # Suppression is the registry's own state: the borrower is told inquirers no longer
+        # see the record.
+        fields["suppressed"] = record.suppressed_at is not None
+        fields["institution_name"] = record.institution.name
+        out.append(present(Viewer.BORROWER, fields))
     return out
 
 

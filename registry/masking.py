@@ -84,6 +84,8 @@ FIELDS: Mapping[str, Mapping[Viewer, Treatment]] = {
         for name in (
             "record_id",
             "institution",
+            "institution_name",
+            "suppressed",
             "product",
             "currency",
             "overdue_principal",

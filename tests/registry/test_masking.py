@@ -18,6 +18,8 @@ VALUES: dict[str, Any] = {
     "address": "北京市东城区长安街1号",
     "record_id": "a" * 32,
     "institution": "BANKA",
+    "institution_name": "Bank A",
+    "suppressed": False,
     "product": "credit_card",
     "currency": "CNY",
     "overdue_principal": "100.00",
