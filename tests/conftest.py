@@ -58,6 +58,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         engines = ["sqlite"]
         if metafunc.config.stash[_PG_PROBLEM] is None:
             engines.append("postgresql")
+        if metafunc.definition.get_closest_marker("postgresql_only"):
+            engines.remove("sqlite")
         metafunc.parametrize("engine_name", engines, scope="session")
 
 

@@ -442,18 +442,16 @@ def test_a_batch_numbers_its_alerts_and_a_refused_report_leaves_none(
     assert count(session, Alert) == 3
 
 
+@pytest.mark.postgresql_only  # SQLite serialises every writer anyway (BEGIN IMMEDIATE)
 def test_no_member_counter_is_locked_before_the_report_commits(
     app: Flask,
     bank: Member,
     watcher: Member,
     session: Session,
     settings: Settings,
-    engine_name: str,
     engine: Engine,
 ) -> None:
     """Counters are locked only at commit, so reports never queue behind a long transaction."""
-    if engine_name != "postgresql":
-        pytest.skip("SQLite serialises every writer anyway (BEGIN IMMEDIATE)")
     client = app.test_client()
     watching(client, watcher, 25)
     accepted(submit(client, bank, borrower_doc(bank, 25, "L-0")))  # the counter row exists now
