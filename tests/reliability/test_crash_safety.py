@@ -15,7 +15,7 @@ database:
 - the database passes its own integrity check (SQLite), and the server's log holds no personal
   data and no secret.
 
-Short form: 2 kills, about 120 reports. ``SOAK=1``: 6 kills, about 650 reports.
+Short form: 2 kills, about 100 reports. ``SOAK=1``: 6 kills, about 650 reports.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ from reliability.server import Registry
 pytestmark = pytest.mark.e2e
 
 SOAK = os.environ.get("SOAK") == "1"
-ACCOUNTS = 150 if SOAK else 30
-ABANDONED = 150 if SOAK else 20
+ACCOUNTS = 150 if SOAK else 24
+ABANDONED = 150 if SOAK else 16
 KILLS = 6 if SOAK else 2
 STREAMS = 3
 DEADLINE = 240.0

@@ -7,7 +7,7 @@ route's audience): the generated bodies and parameters reach the views instead o
 the signature check. Every answer must be a non-5xx, with a documented status, a documented
 content type, and a body matching its documented schema.
 
-Short form: 12 examples per operation (``FUZZ_EXAMPLES`` to change). ``SOAK=1`` (``make soak``):
+Short form: 10 examples per operation (``FUZZ_EXAMPLES`` to change). ``SOAK=1`` (``make soak``):
 100 per operation in both positive and negative generation, about 8,000 requests per engine.
 """
 
@@ -32,7 +32,7 @@ from schemathesis.checks import (
 from security.support import SigningMiddleware
 
 SOAK = os.environ.get("SOAK") == "1"
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100" if SOAK else "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100" if SOAK else "10"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
