@@ -19,14 +19,19 @@ def _yes(met: bool) -> str:
     return "met" if met else "**not met**"
 
 
+def _load(machine: dict[str, Any], key: str) -> str:
+    values = machine.get(key)
+    return f"{values[0]:.1f}" if values else "unknown"
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"Run `{results['mode']}` of {results['started_at']}, {results['duration_s']:.0f} s, on "
         f"{m['nproc']} x {m['cpu']}, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}, "
         f"SQLite {m['sqlite']}, PostgreSQL {m['postgresql']}; load average "
-        f"{m.get('load_average_at_start', ['?'])[0]} at the start and "
-        f"{m.get('load_average_at_end', ['?'])[0]} at the end "
+        f"{_load(m, 'load_average_at_start')} at the start and "
+        f"{_load(m, 'load_average_at_end')} at the end "
         f"(`bench/results/{results['mode']}.json`, plot `bench/results/{results['mode']}.png`).",
         "",
         f"Raw Ed25519 verification loop (baseline): {results['ed25519_verify_per_s']:,.0f}/s.",
