@@ -122,6 +122,9 @@ class Clearer:
         )
         data_key_id = record.data_key_id
         session.execute(delete(Report).where(Report.delinquency_id == record.id))
+        # The bulk delete went around the ORM: forget any loaded reports of the record, or
+        # deleting the record would try to delete them a second time.
+        session.expire(record, ["reports"])
         attached = _delete_keyed(session, Dispute, Dispute.delinquency_id == record.id)
         attached += _delete_keyed(
             session, BorrowerStatement, BorrowerStatement.delinquency_id == record.id

@@ -362,3 +362,23 @@ def test_after_clearing_nothing_personal_can_be_recovered(
             )
             with pytest.raises(DecryptionError):
                 ee.decrypt_field(plain, name_ct, aad)
+
+
+def test_a_record_opened_and_settled_in_one_session_clears_without_a_double_delete(
+    session: Session, settings: Settings
+) -> None:
+    """Reports loaded in the session are not deleted twice (once in bulk, once by the ORM)."""
+    from registry.intake import Intake
+    from registry.models import Institution
+
+    bank = admit(session, "BANKA")
+    caller = session.scalars(select(Institution)).one()
+    intake = Intake(load_key_material(settings), Policy())
+    doc = payload(bank)
+    now = dt.datetime.now(dt.UTC)
+    intake.submit(session, caller, envelope(bank, doc), now)
+    record = session.scalars(select(Delinquency)).one()
+    assert len(record.reports) == 1  # loaded into this session
+    intake.submit(session, caller, envelope(bank, settle(doc)), now)
+    assert count(session, Delinquency) == 0
+    assert [r.kind for r in session.scalars(select(Report))] == ["settle"]
