@@ -19,23 +19,14 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from borrowers import index_of, seed
-from browser_support import (
-    BIN,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    ROOT,
-    Registry,
-    free_port,
-    run,
-    wait_healthy,
-)
+from browser_support import CHROMIUM, CHROMIUM_ARGS, Registry
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from servers import gunicorn, run_cli
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -74,31 +65,7 @@ def registry_server(tmp_path: Path, engine: Engine, database_url: str) -> Iterat
             "REGISTRY_NOTIFIER": "outbox",
         }
     )
-    run(env, "registry", "init")
-    run(env, "registry", "migrate")
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "--config",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "wsgi:app",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", proc)
-        except AssertionError as exc:
-            log.flush()
-            tail = (tmp_path / "gunicorn.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{exc}\n{tail}") from None
+    with gunicorn(env, tmp_path / "gunicorn.log") as port:
         settings = Settings.from_env(env)
         yield Registry(
             url=f"http://localhost:{port}",
@@ -106,10 +73,6 @@ def registry_server(tmp_path: Path, engine: Engine, database_url: str) -> Iterat
             settings=settings,
             material=load_key_material(settings),
         )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 ALICE, BOB = national_id(1), national_id(2)
@@ -175,7 +138,7 @@ def _seed(session: Session, material: KeyMaterial) -> None:
 
 def latest_code(registry_server: Registry, phone: str) -> str:
     """The newest sign-in code for ``phone``, from the operator CLI like a developer would."""
-    lines = run(registry_server.env, "registry", "notifications", "--json").splitlines()
+    lines = run_cli(registry_server.env, "registry", "notifications", "--json").splitlines()
     messages = [json.loads(line) for line in lines]
     texts = [m["text"] for m in messages if m["to"] == phone and m["template"] == "signin_code"]
     assert texts, "no sign-in code in the outbox"

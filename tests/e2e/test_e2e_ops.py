@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,39 +13,14 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from servers import gunicorn, run_cli
 from sqlalchemy import Engine
 
 from client import keys
 from crypto import httpsig
 from factories import national_id, payload
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _run(env: dict[str, str], *args: str, ok: tuple[int, ...] = (0,)) -> str:
-    done = subprocess.run(
-        [str(BIN / args[0]), *args[1:]],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode in ok, f"{args}: {done.stdout}{done.stderr}"
-    return done.stdout + done.stderr
 
 
 @pytest.fixture
@@ -66,41 +39,9 @@ def env(tmp_path: Path, engine: Engine, database_url: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    _run(env, "registry", "init")
-    _run(env, "registry", "migrate")
-    port = _free_port()
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "wsgi:app",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, "gunicorn exited during start-up"
-                try:
-                    with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                        assert json.loads(response.read())["status"] == "ready"
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, "gunicorn was not ready in 30 s"
-                    time.sleep(0.2)
-            yield url, log_path
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with gunicorn(env, log_path, ready="/readyz") as port:
+        yield f"http://127.0.0.1:{port}", log_path
 
 
 def _metrics(url: str, key_path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -131,9 +72,9 @@ def test_batches_metrics_and_logs_under_gunicorn(
     url, log_path = server
     member = keys.generate_key_pair(tmp_path / "member")
     operator = keys.generate_key_pair(tmp_path / "operator")
-    _run(env, "registry", "members", "add", "BANKA", "--name", "Bank A")
-    _run(env, "registry", "keys", "add", "BANKA", str(member.public_path))
-    _run(env, "registry", "operators", "add", "ops-e2e", str(operator.public_path))
+    run_cli(env, "registry", "members", "add", "BANKA", "--name", "Bank A")
+    run_cli(env, "registry", "keys", "add", "BANKA", str(member.public_path))
+    run_cli(env, "registry", "operators", "add", "ops-e2e", str(operator.public_path))
 
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -150,7 +91,7 @@ def test_batches_metrics_and_logs_under_gunicorn(
     with envelopes.open("wb") as out:
         for i in range(30):
             signed = tmp_path / "one.json"
-            _run(
+            run_cli(
                 env,
                 "registry-client",
                 "sign",
@@ -162,7 +103,7 @@ def test_batches_metrics_and_logs_under_gunicorn(
             )
             out.write(signed.read_bytes() + b"\n")
 
-    output = _run(
+    output = run_cli(
         env,
         "registry-client",
         "submit-batch",
@@ -175,6 +116,7 @@ def test_batches_metrics_and_logs_under_gunicorn(
         "10",
         "--registry-keys",
         f"{url}/v1/registry-keys",
+        with_stderr=True,
     )
     assert "30 accepted now" in output
 
