@@ -1,10 +1,12 @@
 """Batch intake: many signed reports in one request, each with its own outcome.
 
 Banks send most of their reports in bulk (a month's changes at once). Each report in a batch is
-still its own DSSE envelope and goes through exactly the single-report path (verify -> validate
--> apply -> receipt) inside its own SAVEPOINT, so one bad report does not sink the others. The
-batch is committed in chunks: a failure half-way leaves whole reports accepted, never half of
-one, and resending the batch is safe because every report is idempotent on its envelope bytes.
+still its own DSSE envelope with its own receipt or refusal, decided by the same rules as a
+single report. The batch goes in chunks: a chunk's envelopes are verified and validated first
+(CPU work, outside any write transaction), then applied by ``registry.batch_apply`` with a few
+statements for the whole chunk, then committed. A failure half-way leaves whole chunks
+accepted, never half of a report, and resending the batch is safe because every report is
+idempotent on its envelope bytes.
 
 Wire format (see docs/protocol.md): ``{"envelopes": ["<envelope JSON text>", ...]}``. Each
 envelope travels as a JSON string holding its exact bytes, because the receipt names the SHA-256
@@ -14,16 +16,34 @@ of the bytes the member signed and sent, and a resend is recognised by those byt
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from crypto import dsse
+from registry import payload as p
+from registry.batch_apply import Accepted, ChunkApplier, Outcome, Prepared, Refused
 from registry.errors import FieldError, MalformedReport, RegistryError, ValidationFailed
-from registry.intake import Intake
-from registry.models import Institution
+from registry.intake import Intake, check_signature, decode_payload, parse_envelope
+from registry.models import Institution, MemberKey
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_REPORTS",
+    "MAX_ENVELOPE_BYTES",
+    "Accepted",
+    "BatchIntake",
+    "BatchResult",
+    "Outcome",
+    "Refused",
+    "parse_batch",
+]
 
 MAX_BATCH_REPORTS = 10_000
 """Reports per batch. A month of a large issuer's changes is sent as several batches."""
@@ -39,25 +59,6 @@ COMMIT_EVERY = 100
 most the busy timeout, 30 s) and how much a failure half-way has to redo; the accepted reports
 before it stay accepted. At the measured batch rates (docs/operations.md) a chunk holds the lock
 for a few seconds at most."""
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """A report accepted now (``created``) or before (same bytes resent): its receipt."""
-
-    report_id: str
-    receipt: bytes
-    created: bool
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A report refused with the same error a single submission would have got."""
-
-    error: RegistryError
-
-
-Outcome = Accepted | Refused
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class BatchIntake:
     def __init__(self, intake: Intake, *, commit_every: int = COMMIT_EVERY) -> None:
         self._intake = intake
         self._commit_every = max(1, commit_every)
+        self._keys: dict[str, MemberKey | None] = {}
 
     def submit(
         self,
@@ -159,35 +161,109 @@ class BatchIntake:
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> BatchResult:
-        """Apply every envelope in order; commit every ``commit_every`` reports and at the end.
+        """Apply every envelope in order, committing every ``commit_every`` reports.
 
+        Outcomes are reported (``on_outcome``) chunk by chunk, once the chunk is committed.
         Raises only on a registry bug or a database failure: the chunk in progress is rolled
         back and the chunks before it stay committed (resending the batch is safe).
         """
         outcomes: list[Outcome] = []
         try:
-            for position, raw in enumerate(envelopes, start=1):
-                outcome = self._one(session, caller, raw, now)
-                outcomes.append(outcome)
+            for start in range(0, len(envelopes), self._commit_every):
+                chunk = envelopes[start : start + self._commit_every]
+                prepared = self._prepare(session, caller, chunk, now)
+                done = self._apply_chunk(session, caller, prepared, now)
+                session.commit()
+                outcomes.extend(done)
                 if on_outcome is not None:
-                    on_outcome(outcome)
-                if position % self._commit_every == 0:
-                    session.commit()
-            session.commit()
+                    for outcome in done:
+                        on_outcome(outcome)
         except BaseException:
             session.rollback()
             raise
         return BatchResult(outcomes)
 
+    def _prepare(
+        self, session: Session, caller: Institution, chunk: Sequence[bytes], now: dt.datetime
+    ) -> list[Prepared | Refused]:
+        """Verify and validate a chunk's envelopes: CPU work, outside any write transaction.
+
+        The signing keys are read once per batch; the look-up is committed at once (it wrote
+        nothing) so that on SQLite the write lock is not held while signatures are checked.
+        """
+        parsed: list[dsse.Envelope | Refused] = []
+        for raw in chunk:
+            try:
+                if len(raw) > MAX_ENVELOPE_BYTES:
+                    raise ValidationFailed(
+                        "an envelope in a batch may be at most 1 MiB, as a single report",
+                        code="envelope_too_large",
+                        errors=[
+                            FieldError("envelope", "max_bytes", "must be at most 1048576 bytes")
+                        ],
+                    )
+                parsed.append(parse_envelope(raw))
+            except RegistryError as exc:
+                parsed.append(Refused(exc))
+        wanted = {
+            s.keyid
+            for e in parsed
+            if not isinstance(e, Refused)
+            for s in e.signatures
+            if s.keyid not in self._keys
+        }
+        if wanted:
+            for keyid in wanted:
+                self._keys[keyid] = None
+            for key in session.scalars(select(MemberKey).where(MemberKey.keyid.in_(wanted))):
+                self._keys[key.keyid] = key
+                session.expunge(key)  # kept as read, whatever later commits expire
+            session.commit()
+        return [
+            e if isinstance(e, Refused) else self._prepare_one(caller, raw, e, now)
+            for raw, e in zip(chunk, parsed, strict=True)
+        ]
+
+    def _prepare_one(
+        self, caller: Institution, raw: bytes, envelope: dsse.Envelope, now: dt.datetime
+    ) -> Prepared | Refused:
+        try:
+            keys = [self._keys[s.keyid] for s in envelope.signatures]
+            check_signature(envelope, [k for k in keys if k is not None], caller, now)
+            document = decode_payload(envelope.payload)
+            report_id = p.peek_report_id(document)
+        except RegistryError as exc:
+            return Refused(exc)
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            report = self._intake.parse_payload(caller, document, now)
+        except RegistryError as exc:
+            return Prepared(raw, report_id, digest, None, exc)
+        return Prepared(raw, report_id, digest, report, None)
+
+    def _apply_chunk(
+        self,
+        session: Session,
+        caller: Institution,
+        prepared: list[Prepared | Refused],
+        now: dt.datetime,
+    ) -> list[Outcome]:
+        """The chunk through the set-based applier; on a unique-key race with a concurrent
+        writer, again report by report through the single-report path (which retries)."""
+        try:
+            return ChunkApplier(self._intake, session, caller, now, self._one).apply(prepared)
+        except (IntegrityError, OperationalError) as exc:
+            if isinstance(exc, OperationalError) and not _is_deadlock(exc):
+                raise
+            session.rollback()
+            session.add(caller)
+        return [
+            item if isinstance(item, Refused) else self._one(session, caller, item.raw, now)
+            for item in prepared
+        ]
+
     def _one(self, session: Session, caller: Institution, raw: bytes, now: dt.datetime) -> Outcome:
-        if len(raw) > MAX_ENVELOPE_BYTES:
-            return Refused(
-                ValidationFailed(
-                    "an envelope in a batch may be at most 1 MiB, as a single report",
-                    code="envelope_too_large",
-                    errors=[FieldError("envelope", "max_bytes", "must be at most 1048576 bytes")],
-                )
-            )
+        """One report through the single-report path, in its own SAVEPOINT."""
         outcome: Outcome
         try:
             result = self._intake.submit_in_batch(session, caller, raw, now)
@@ -195,11 +271,15 @@ class BatchIntake:
         except RegistryError as exc:
             outcome = Refused(exc)
         # NOTE: each report starts from an empty session, as a single submission does in its
-        # own request: objects left from an earlier report of the batch (a record and its
-        # in-memory reports) would otherwise take part in this one's flushes (clearing a record
-        # opened earlier in the batch would delete its reports twice). Everything is flushed
+        # own request: objects left from an earlier report (a record and its in-memory
+        # reports) would otherwise take part in this one's flushes. Everything is flushed
         # first, so it stays in the transaction; the caller's row is re-attached.
         session.flush()
         session.expunge_all()
         session.add(caller)
         return outcome
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    """PostgreSQL's deadlock detector chose this transaction (SQLSTATE 40P01)."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"

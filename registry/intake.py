@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,7 @@ class Intake:
         self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
     ) -> IntakeResult:
         envelope = self._verify(session, caller, raw, now)
-        document = _decode_payload(envelope.payload)
+        document = decode_payload(envelope.payload)
         report_id = p.peek_report_id(document)
         digest = hashlib.sha256(raw).hexdigest()
         existing = self._report(session, caller, report_id)
@@ -117,15 +118,7 @@ class Intake:
                 code="report_id_conflict",
                 extra={"report_id": report_id},
             )
-        report = p.parse_report(document, policy=self._policy, today=now.date())
-        if report.institution != caller.code:
-            raise Forbidden(
-                "the payload's institution is not the calling member",
-                code="institution_mismatch",
-                errors=[FieldError("institution", "is_caller", "must be the calling member")],
-            )
-        if report.state is not None:
-            self._check_caps(session, caller, report.state, now)
+        report = self.parse_payload(caller, document, now)
         before = alerts.capture(session, self._material, caller, report)
         delinquency, key = self._apply(session, caller, report, now)
         alerts.on_report(session, caller, report.kind, before, delinquency, now)
@@ -141,7 +134,7 @@ class Intake:
         self, session: Session, caller: Institution, raw: bytes
     ) -> IntakeResult | None:
         """The receipt of these exact bytes if they were accepted (the envelope was verified)."""
-        report_id = p.peek_report_id(_decode_payload(dsse.parse_envelope(raw).payload))
+        report_id = p.peek_report_id(decode_payload(dsse.parse_envelope(raw).payload))
         existing = self._report(session, caller, report_id)
         if existing is None or existing.envelope_sha256 != hashlib.sha256(raw).hexdigest():
             return None
@@ -150,55 +143,27 @@ class Intake:
     def _verify(
         self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
     ) -> dsse.Envelope:
-        try:
-            envelope = dsse.parse_envelope(raw)
-        except MalformedEnvelope as exc:
-            raise MalformedReport(
-                "the body is not a valid DSSE envelope",
-                code="envelope_malformed",
-                errors=[FieldError("envelope", "dsse_v1", str(exc))],
-            ) from None
-        if envelope.payload_type != p.PAYLOAD_TYPE:
-            raise MalformedReport(
-                f"payloadType must be {p.PAYLOAD_TYPE}",
-                code="payload_type_unsupported",
-                errors=[FieldError("payloadType", "supported_type", f"must be {p.PAYLOAD_TYPE}")],
-            )
+        envelope = parse_envelope(raw)
         keyids = {s.keyid for s in envelope.signatures}
         keys = list(session.scalars(select(MemberKey).where(MemberKey.keyid.in_(keyids))))
-        own = [k for k in keys if k.institution_id == caller.id]
-        if not own:
-            if keys:
-                raise Forbidden(
-                    "the envelope is signed by another member's key",
-                    code="envelope_signer_not_caller",
-                )
-            raise ValidationFailed(
-                "no signature on the envelope is by a registered key",
-                code="envelope_unknown_key",
-                errors=[FieldError("signatures", "registered_key", "keyid must be registered")],
-            )
-        usable = {k.keyid: k.public_key for k in own if k.state_at(now) == "valid"}
-        if not usable:
-            state = own[0].state_at(now)
-            raise ValidationFailed(
-                f"the envelope's signing key is {state.replace('_', ' ')}",
-                code=f"envelope_key_{state}",
-                errors=[FieldError("signatures", "key_valid", f"signing key is {state}")],
-            )
-        try:
-            dsse.verify_envelope(envelope, usable)
-        except SignatureInvalid:
-            raise ValidationFailed(
-                "the envelope signature does not verify over the payload",
-                code="envelope_signature_invalid",
-                errors=[FieldError("signatures", "ed25519_pae", "signature does not verify")],
-            ) from None
-        return envelope
+        return check_signature(envelope, keys, caller, now)
 
-    def _check_caps(
-        self, session: Session, caller: Institution, report: p.AccountState, now: dt.datetime
-    ) -> None:
+    def parse_payload(
+        self, caller: Institution, document: Any, now: dt.datetime
+    ) -> p.ReportPayload:
+        """Full validation of a decoded payload, its institution and the charging caps."""
+        report = p.parse_report(document, policy=self._policy, today=now.date())
+        if report.institution != caller.code:
+            raise Forbidden(
+                "the payload's institution is not the calling member",
+                code="institution_mismatch",
+                errors=[FieldError("institution", "is_caller", "must be the calling member")],
+            )
+        if report.state is not None:
+            self._check_caps(report.state)
+        return report
+
+    def _check_caps(self, report: p.AccountState) -> None:
         errors = []
         penalty_limit = self._policy.penalty_limit(report.overdue_principal)
         if report.penalty > penalty_limit:
@@ -234,8 +199,7 @@ class Intake:
 
         Returns ``(None, None)`` when the report cleared the record (it no longer exists).
         """
-        index = self._material.blind_index
-        account_index = index.digest("account_ref", f"{caller.code}\x00{report.account_ref}")
+        account_index = self.account_index(caller, report.account_ref)
         current = session.scalar(
             select(Delinquency)
             .where(
@@ -244,34 +208,12 @@ class Intake:
             )
             .with_for_update()
         )
-        if current is None:
-            self._check_not_cleared(session, caller, account_index, report)
-        elif report.sequence <= current.sequence:
-            raise Conflict(
-                f"sequence {report.sequence} is not after the account's current sequence",
-                code="sequence_stale",
-                extra={"current_sequence": current.sequence},
-            )
+        cleared_at = None if current is not None else last_cleared(session, caller, account_index)
+        check_transition(report, current, cleared_at)
         if report.kind is p.Kind.OPEN:
-            if current is not None:
-                raise Conflict(
-                    "the account already has an open record; send an update",
-                    code="account_already_open",
-                    extra={"current_sequence": current.sequence},
-                )
             assert report.state is not None
             return self._open(session, caller, report, report.state, account_index, now)
-        if current is None:
-            raise Conflict(
-                "the account has no open record; send an open report first",
-                code="account_not_open",
-            )
-        if current.status == "settled":
-            raise Conflict(
-                "the account is settled and awaits clearing; it takes no further reports",
-                code="account_settled",
-                extra={"current_sequence": current.sequence},
-            )
+        assert current is not None
         key = self._vault.open_key(current.data_key)
         current.sequence = report.sequence
         current.updated_at = now
@@ -280,17 +222,6 @@ class Intake:
             self._write_state(current, report.state, key)
             disputes.on_member_report(session, self._material, current, report.kind.value, now)
         elif report.payment is not None:
-            if report.payment.date < current.first_delinquency_date:
-                raise ValidationFailed(
-                    "the payment predates the delinquency",
-                    errors=[
-                        FieldError(
-                            "payment.date",
-                            "not_before_first_delinquency",
-                            "must not be before the record's first delinquency date",
-                        )
-                    ],
-                )
             if lifecycle.apply_payment(current, report.payment.amount):
                 return self._settle(
                     session,
@@ -315,29 +246,6 @@ class Intake:
             return None, None
         return current, key
 
-    def _check_not_cleared(
-        self,
-        session: Session,
-        caller: Institution,
-        account_index: bytes,
-        report: p.ReportPayload,
-    ) -> None:
-        """A cleared account never comes back through a late or replayed report."""
-        last = session.scalar(
-            select(func.max(Tombstone.last_sequence)).where(
-                Tombstone.institution_id == caller.id, Tombstone.account_index == account_index
-            )
-        )
-        if last is None:
-            return
-        if report.kind is not p.Kind.OPEN or report.sequence <= last:
-            raise Conflict(
-                "the account's record was cleared; only a new delinquency (an open report with "
-                "a sequence after the last one) can be reported for it",
-                code="account_cleared",
-                extra={"current_sequence": last},
-            )
-
     def _settle(
         self,
         session: Session,
@@ -360,20 +268,43 @@ class Intake:
             return None, None
         return record, key
 
+    def account_index(self, caller: Institution, account_ref: str) -> bytes:
+        """The account's blind index: member code NUL account reference."""
+        return self._material.blind_index.digest("account_ref", f"{caller.code}\x00{account_ref}")
+
+    def borrower_index(self, national_id: str) -> bytes:
+        return self._material.blind_index.digest("national_id", national_id)
+
     def _check_same_borrower(self, record: Delinquency, state: p.AccountState) -> None:
-        id_index = self._material.blind_index.digest("national_id", state.borrower.national_id)
-        if record.borrower.id_index != id_index:
-            raise ValidationFailed(
-                "a report cannot move an account to another borrower",
-                errors=[
-                    FieldError(
-                        "borrower.national_id",
-                        "matches_account",
-                        "must be the borrower the account was opened for "
-                        "(withdraw the record and open it again if it was wrong)",
-                    )
-                ],
-            )
+        check_same_borrower(
+            record.borrower.id_index, self.borrower_index(state.borrower.national_id)
+        )
+
+    def state_columns(self, ref: str, state: p.AccountState, key: bytes) -> dict[str, Any]:
+        """A record's columns written from a report's account state (personal ones sealed)."""
+        seal, who = self._vault.seal, state.borrower
+        return {
+            "name_ct": seal(key, "delinquencies", "name", ref, who.name.encode()),
+            "phone_ct": seal(key, "delinquencies", "phone", ref, who.phone.encode()),
+            "address_ct": (
+                seal(key, "delinquencies", "address", ref, who.address.encode())
+                if who.address is not None
+                else None
+            ),
+            "product": state.product.value,
+            "currency": state.currency,
+            "overdue_principal": state.overdue_principal,
+            "overdue_interest": state.overdue_interest,
+            "penalty": state.penalty,
+            "days_past_due": state.days_past_due,
+            "classification": self._policy.classify(state.product, state.days_past_due).value,
+            "first_delinquency_date": state.first_delinquency_date,
+            "as_of_date": state.as_of_date,
+            "contact_status": state.contact.status.value,
+            "lost_contact_since": state.contact.since,
+            "channels_tried": ",".join(c.value for c in state.contact.channels_tried),
+            "collection_stage": state.collection_stage.value,
+        }
 
     def _open(
         self,
@@ -407,27 +338,8 @@ class Intake:
         return record, key
 
     def _write_state(self, record: Delinquency, state: p.AccountState, key: bytes) -> None:
-        seal, ref, who = self._vault.seal, record.ref, state.borrower
-        record.name_ct = seal(key, "delinquencies", "name", ref, who.name.encode())
-        record.phone_ct = seal(key, "delinquencies", "phone", ref, who.phone.encode())
-        record.address_ct = (
-            seal(key, "delinquencies", "address", ref, who.address.encode())
-            if who.address is not None
-            else None
-        )
-        record.product = state.product.value
-        record.currency = state.currency
-        record.overdue_principal = state.overdue_principal
-        record.overdue_interest = state.overdue_interest
-        record.penalty = state.penalty
-        record.days_past_due = state.days_past_due
-        record.classification = self._policy.classify(state.product, state.days_past_due).value
-        record.first_delinquency_date = state.first_delinquency_date
-        record.as_of_date = state.as_of_date
-        record.contact_status = state.contact.status.value
-        record.lost_contact_since = state.contact.since
-        record.channels_tried = ",".join(c.value for c in state.contact.channels_tried)
-        record.collection_stage = state.collection_stage.value
+        for column, value in self.state_columns(record.ref, state, key).items():
+            setattr(record, column, value)
 
     def _borrower(self, session: Session, national_id: str, now: dt.datetime) -> Borrower:
         id_index = self._material.blind_index.digest("national_id", national_id)
@@ -521,7 +433,145 @@ class Intake:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _decode_payload(payload: bytes) -> Any:
+def parse_envelope(raw: bytes) -> dsse.Envelope:
+    """The DSSE envelope with the report payload type, or the refusal naming the rule."""
+    try:
+        envelope = dsse.parse_envelope(raw)
+    except MalformedEnvelope as exc:
+        raise MalformedReport(
+            "the body is not a valid DSSE envelope",
+            code="envelope_malformed",
+            errors=[FieldError("envelope", "dsse_v1", str(exc))],
+        ) from None
+    if envelope.payload_type != p.PAYLOAD_TYPE:
+        raise MalformedReport(
+            f"payloadType must be {p.PAYLOAD_TYPE}",
+            code="payload_type_unsupported",
+            errors=[FieldError("payloadType", "supported_type", f"must be {p.PAYLOAD_TYPE}")],
+        )
+    return envelope
+
+
+def check_signature(
+    envelope: dsse.Envelope, keys: Sequence[MemberKey], caller: Institution, now: dt.datetime
+) -> dsse.Envelope:
+    """Verify ``envelope`` against the caller's valid keys among ``keys`` (those its keyids name).
+
+    Another member's key is refused as such; the caller's expired or revoked key by its state.
+    """
+    own = [k for k in keys if k.institution_id == caller.id]
+    if not own:
+        if keys:
+            raise Forbidden(
+                "the envelope is signed by another member's key",
+                code="envelope_signer_not_caller",
+            )
+        raise ValidationFailed(
+            "no signature on the envelope is by a registered key",
+            code="envelope_unknown_key",
+            errors=[FieldError("signatures", "registered_key", "keyid must be registered")],
+        )
+    usable = {k.keyid: k.public_key for k in own if k.state_at(now) == "valid"}
+    if not usable:
+        state = own[0].state_at(now)
+        raise ValidationFailed(
+            f"the envelope's signing key is {state.replace('_', ' ')}",
+            code=f"envelope_key_{state}",
+            errors=[FieldError("signatures", "key_valid", f"signing key is {state}")],
+        )
+    try:
+        dsse.verify_envelope(envelope, usable)
+    except SignatureInvalid:
+        raise ValidationFailed(
+            "the envelope signature does not verify over the payload",
+            code="envelope_signature_invalid",
+            errors=[FieldError("signatures", "ed25519_pae", "signature does not verify")],
+        ) from None
+    return envelope
+
+
+def last_cleared(session: Session, caller: Institution, account_index: bytes) -> int | None:
+    """The last sequence of the account's cleared records, or None if it was never cleared."""
+    return session.scalar(
+        select(func.max(Tombstone.last_sequence)).where(
+            Tombstone.institution_id == caller.id, Tombstone.account_index == account_index
+        )
+    )
+
+
+def check_transition(
+    report: p.ReportPayload, current: Delinquency | None, cleared_at: int | None
+) -> None:
+    """The account rules a report must pass before anything is written, in the order checked.
+
+    ``current`` is the account's record (None if it has none); ``cleared_at`` the last
+    sequence of its cleared records (a cleared account never comes back through a late or
+    replayed report, only through a new open after that sequence).
+    """
+    if current is None:
+        if cleared_at is not None and (
+            report.kind is not p.Kind.OPEN or report.sequence <= cleared_at
+        ):
+            raise Conflict(
+                "the account's record was cleared; only a new delinquency (an open report with "
+                "a sequence after the last one) can be reported for it",
+                code="account_cleared",
+                extra={"current_sequence": cleared_at},
+            )
+    elif report.sequence <= current.sequence:
+        raise Conflict(
+            f"sequence {report.sequence} is not after the account's current sequence",
+            code="sequence_stale",
+            extra={"current_sequence": current.sequence},
+        )
+    if report.kind is p.Kind.OPEN:
+        if current is not None:
+            raise Conflict(
+                "the account already has an open record; send an update",
+                code="account_already_open",
+                extra={"current_sequence": current.sequence},
+            )
+        return
+    if current is None:
+        raise Conflict(
+            "the account has no open record; send an open report first",
+            code="account_not_open",
+        )
+    if current.status == "settled":
+        raise Conflict(
+            "the account is settled and awaits clearing; it takes no further reports",
+            code="account_settled",
+            extra={"current_sequence": current.sequence},
+        )
+    if report.payment is not None and report.payment.date < current.first_delinquency_date:
+        raise ValidationFailed(
+            "the payment predates the delinquency",
+            errors=[
+                FieldError(
+                    "payment.date",
+                    "not_before_first_delinquency",
+                    "must not be before the record's first delinquency date",
+                )
+            ],
+        )
+
+
+def check_same_borrower(record_borrower_index: bytes, report_borrower_index: bytes) -> None:
+    if record_borrower_index != report_borrower_index:
+        raise ValidationFailed(
+            "a report cannot move an account to another borrower",
+            errors=[
+                FieldError(
+                    "borrower.national_id",
+                    "matches_account",
+                    "must be the borrower the account was opened for "
+                    "(withdraw the record and open it again if it was wrong)",
+                )
+            ],
+        )
+
+
+def decode_payload(payload: bytes) -> Any:
     try:
         return strictjson.loads_strict(payload)
     except StrictJSONError as exc:

@@ -22,14 +22,36 @@ def receipt_payload(
     *, report: Report, institution: Institution, accepted_at: dt.datetime, log_index: int | None
 ) -> dict[str, Any]:
     """What the registry signs. ``log_index`` is None for a report that cleared its record."""
+    return receipt_document(
+        report_id=report.report_id,
+        institution=institution.code,
+        envelope_sha256=report.envelope_sha256,
+        sequence=report.sequence,
+        kind=report.kind,
+        accepted_at=accepted_at,
+        log_index=log_index,
+    )
+
+
+def receipt_document(
+    *,
+    report_id: str,
+    institution: str,
+    envelope_sha256: str,
+    sequence: int,
+    kind: str,
+    accepted_at: dt.datetime,
+    log_index: int | None,
+) -> dict[str, Any]:
+    """The receipt's payload from plain values (batch intake has no ORM rows to pass)."""
     return {
         "version": 1,
-        "report_id": report.report_id,
-        "institution": institution.code,
-        "envelope_sha256": report.envelope_sha256,
-        "sequence": report.sequence,
+        "report_id": report_id,
+        "institution": institution,
+        "envelope_sha256": envelope_sha256,
+        "sequence": sequence,
         "log_index": log_index,
-        "kind": report.kind,
+        "kind": kind,
         "accepted_at": accepted_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

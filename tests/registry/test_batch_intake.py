@@ -10,8 +10,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from factories import Member, admit, envelope, national_id, payload
-from registry.batch import MAX_ENVELOPE_BYTES, Accepted, BatchIntake, Refused
-from registry.intake import Intake, IntakeResult
+from registry.batch import MAX_ENVELOPE_BYTES, Accepted, BatchIntake, Outcome, Refused
+from registry.batch_apply import Prepared
+from registry.intake import Intake
 from registry.models import Institution, Report
 from registry.policy import Policy
 from registry.secrets import load_key_material
@@ -47,21 +48,27 @@ def stored(engine: Engine) -> int:
         return s.scalar(select(func.count()).select_from(Report)) or 0
 
 
-class FailingIntake(Intake):
-    """An intake whose n-th report hits a bug (not a refusal): the batch must stop there."""
+class FailingBatch(BatchIntake):
+    """A batch whose n-th chunk hits a bug after its writes (not a refusal): it must stop there."""
 
-    def __init__(self, inner: Intake, fail_at: int) -> None:
-        self.__dict__.update(inner.__dict__)
-        self._calls = 0
+    def __init__(self, intake: Intake, fail_at: int, commit_every: int) -> None:
+        super().__init__(intake, commit_every=commit_every)
+        self._chunks = 0
         self._fail_at = fail_at
 
-    def submit_in_batch(
-        self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
-    ) -> IntakeResult:
-        self._calls += 1
-        if self._calls == self._fail_at:
+    def _apply_chunk(
+        self,
+        session: Session,
+        caller: Institution,
+        prepared: list[Prepared | Refused],
+        now: dt.datetime,
+    ) -> list[Outcome]:
+        done = super()._apply_chunk(session, caller, prepared, now)
+        self._chunks += 1
+        if self._chunks == self._fail_at:
+            session.flush()
             raise RuntimeError("simulated failure")
-        return super().submit_in_batch(session, caller, raw, now)
+        return done
 
 
 def caller_of(session: Session, member: Member) -> Institution:
@@ -74,7 +81,7 @@ def test_a_failure_half_way_keeps_the_committed_chunks_and_nothing_of_the_curren
     engine: Engine, intake: Intake, bank: Member
 ) -> None:
     sent = envelopes(bank, 7)
-    batch = BatchIntake(FailingIntake(intake, fail_at=6), commit_every=2)
+    batch = FailingBatch(intake, fail_at=3, commit_every=2)
     with Session(engine, expire_on_commit=False) as session:
         caller = caller_of(session, bank)
         with pytest.raises(RuntimeError):
