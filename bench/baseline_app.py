@@ -41,7 +41,8 @@ def create_app() -> Flask:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-    metadata.create_all(engine)
+    # NOTE: the benchmark creates the table before the workers start (create_table): several
+    # workers creating it at once race on PostgreSQL's catalogue.
     public_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(os.environ["BENCH_BASELINE_KEY"]))
     app = Flask(__name__)
 
@@ -63,4 +64,7 @@ def create_app() -> Flask:
     return app
 
 
-app = create_app()
+def create_table(url: str) -> None:
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()

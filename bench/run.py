@@ -46,6 +46,7 @@ import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bench.baseline_app import create_table
 from bench.generate import Member, ReportStream, bulk_load, institution_ids, national_id
 from crypto import ed25519, httpsig
 from registry import members as registry_members
@@ -400,7 +401,8 @@ def bench_bare_endpoint(mode: Mode, db: Database, workdir: Path) -> dict[str, fl
         "BENCH_BASELINE_KEY": ed25519.public_key_raw(key).hex(),
     }
     rates, p50s = [], []
-    with gunicorn("bench.baseline_app:app", env, workdir / "baseline.log") as url:
+    create_table(db.url)
+    with gunicorn("bench.baseline_app:create_app()", env, workdir / "baseline.log") as url:
         for _ in range(mode.repeats):
 
             def build(i: int) -> tuple[str, str, dict[str, str], bytes]:
@@ -656,7 +658,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 
-def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
+BENCHMARKS = ("single", "batch", "sweeper", "inquiry")
+
+
+def run(
+    mode: Mode, engines: list[str], out: Path, only: tuple[str, ...] = BENCHMARKS
+) -> dict[str, Any]:
     began = time.perf_counter()
     pg = postgres_version()
     if "postgresql" in engines and pg is None:
@@ -693,34 +700,38 @@ def run(mode: Mode, engines: list[str], out: Path) -> dict[str, Any]:
             db = new_database(engine, workdir, "registry")
             databases.append(db)
             reg = Registry.create(db, workdir)
-            single = bench_single(mode, reg, workdir, bare["requests_per_s"])
-            results["single_report"][engine] = single
-            say(
-                f"  single signed report over HTTP: {single['reports_per_s']:,.0f}/s = "
-                f"{single['ratio']:.2f} x bare endpoint (target >= {TARGETS['single_ratio']})"
-            )
-            batch = bench_batch(mode, reg, workdir, bare["requests_per_s"])
-            results["batch"][engine] = batch
-            say(
-                f"  batch intake: {batch['reports_per_s']:,.0f} reports/s "
-                f"({batch['ratio_to_bare_endpoint']:.2f} x bare endpoint requests/s; "
-                f"target >= {batch['target']:,.0f}/s; {batch['failed_batches']} batches failed)"
-            )
-            sweeper = bench_sweeper(mode, reg, verify)
-            results["sweeper"][engine] = sweeper
-            say(
-                f"  sweeper: {sweeper['records_per_s']:,.0f} records/s "
-                f"(target >= 5,000; ed25519 verify loop {verify:,.0f}/s)"
-            )
-            say("  inquiries (account_review, one client, sequential):")
-            inquiry = bench_inquiries(mode, reg, workdir, bare["p50_ms"])
-            results["inquiry"][engine] = inquiry
-            say(
-                f"  inquiry at {inquiry['largest']:,}: p99 "
-                f"{inquiry['sizes'][-1]['p99_ms']:.1f} ms (target <= 25), p50 growth "
-                f"{inquiry['p50_growth']:.2f} x (target <= 1.5); bare endpoint p50 "
-                f"{bare['p50_ms']:.1f} ms"
-            )
+            if "single" in only:
+                single = bench_single(mode, reg, workdir, bare["requests_per_s"])
+                results["single_report"][engine] = single
+                say(
+                    f"  single signed report over HTTP: {single['reports_per_s']:,.0f}/s = "
+                    f"{single['ratio']:.2f} x bare endpoint (target >= {TARGETS['single_ratio']})"
+                )
+            if "batch" in only:
+                batch = bench_batch(mode, reg, workdir, bare["requests_per_s"])
+                results["batch"][engine] = batch
+                say(
+                    f"  batch intake: {batch['reports_per_s']:,.0f} reports/s "
+                    f"({batch['ratio_to_bare_endpoint']:.2f} x bare endpoint requests/s; "
+                    f"target >= {batch['target']:,.0f}/s; {batch['failed_batches']} batches failed)"
+                )
+            if "sweeper" in only:
+                sweeper = bench_sweeper(mode, reg, verify)
+                results["sweeper"][engine] = sweeper
+                say(
+                    f"  sweeper: {sweeper['records_per_s']:,.0f} records/s "
+                    f"(target >= 5,000; ed25519 verify loop {verify:,.0f}/s)"
+                )
+            if "inquiry" in only:
+                say("  inquiries (account_review, one client, sequential):")
+                inquiry = bench_inquiries(mode, reg, workdir, bare["p50_ms"])
+                results["inquiry"][engine] = inquiry
+                say(
+                    f"  inquiry at {inquiry['largest']:,}: p99 "
+                    f"{inquiry['sizes'][-1]['p99_ms']:.1f} ms (target <= 25), p50 growth "
+                    f"{inquiry['p50_growth']:.2f} x (target <= 1.5); bare endpoint p50 "
+                    f"{bare['p50_ms']:.1f} ms"
+                )
             reg.engine.dispose()
             save(results, out, began)  # after each engine: a later failure keeps these
     finally:
@@ -757,8 +768,17 @@ def main() -> None:
         "--engines", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated benchmarks to run (baselines always run): {','.join(BENCHMARKS)}",
+    )
     args = parser.parse_args()
-    run(FULL if args.full else SHORT, args.engines.split(","), args.out)
+    only = tuple(name for name in args.only.split(",") if name)
+    unknown = set(only) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    run(FULL if args.full else SHORT, args.engines.split(","), args.out, only)
 
 
 if __name__ == "__main__":

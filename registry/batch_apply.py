@@ -552,8 +552,26 @@ class ChunkApplier:
         """Insert ``rows`` in one multi-row statement; their ids, in the order given."""
         if not rows:
             return []
-        result = self._session.execute(
-            insert(model).returning(model.id, sort_by_parameter_order=True), rows
+        table = model.__table__
+        # NOTE: Core on the session's connection, not the ORM's bulk insert: these rows never
+        # become ORM objects, and the ORM's per-row bookkeeping cost more than the insert.
+        connection = self._session.connection()
+        if connection.dialect.name == "postgresql":
+            # One multi-row INSERT ... RETURNING of a few hundred rows is a statement psycopg
+            # parses in Python every time (too long for its cache): take the ids from the
+            # sequence first, then insert with a pipelined executemany of a short statement.
+            sequence = func.pg_get_serial_sequence(table.name, "id")
+            ids = sorted(
+                connection.execute(
+                    select(func.nextval(sequence)).select_from(func.generate_series(1, len(rows)))
+                ).scalars()
+            )
+            for row, row_id in zip(rows, ids, strict=True):
+                row["id"] = row_id
+            connection.execute(insert(table), rows)
+            return ids
+        result = connection.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
         )
         return [row[0] for row in result]
 
