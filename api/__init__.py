@@ -14,6 +14,7 @@ from api import errors, observability, openapi
 from api.me import register as register_borrower_api
 from api.portal import register as register_portal
 from api.services import EXTENSION, Services, close_db, utc_now
+from api.signing import settle_nonce
 from registry.db import make_engine, make_session_factory
 from registry.inquiries import Inquiries
 from registry.intake import Intake
@@ -65,6 +66,9 @@ def create_app(
     api.register_blueprint(members_alerts)
     api.register_blueprint(members_disputes)
     observability.init_app(app, api, app.extensions[EXTENSION].sessions)
+    # Registered after the request log's hook so that it runs before it (Flask runs them in
+    # reverse): the logged duration includes recording a refused request's nonce.
+    app.after_request(settle_nonce)
     register_borrower_api(app, api)
     register_portal(app)
     errors.register(app)

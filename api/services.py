@@ -10,6 +10,7 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from registry import authn
 from registry.inquiries import Inquiries
 from registry.intake import Intake
 from registry.policy import Policy
@@ -49,6 +50,16 @@ def db() -> Session:
 
 
 def close_db(_exc: BaseException | None = None) -> None:
+    """Close the request's session; first record a nonce the request left uncommitted.
+
+    ``after_request`` normally did that already; this covers a request whose exception
+    skipped it (an exception propagated by the test client, for one).
+    """
     session: Session | None = g.pop("db", None)
-    if session is not None:
+    if session is None:
+        return
+    try:
+        if authn.nonce_pending(session):
+            authn.settle_nonce(session)
+    finally:
         session.close()

@@ -2,6 +2,10 @@
 
 Each audience's blueprint installs its own hook (``require_member`` or ``require_operator``) as
 ``before_request``, so a route added to a blueprint is protected before its view is written.
+
+The hook writes the request's nonce in the request's transaction, which the view then commits
+with its work; :func:`settle_nonce` (installed by ``create_app`` after every request, and again
+at teardown) records the nonce on its own when that work was rolled back or never committed.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import g, request
+from flask import Response, g, request
 
 from api.services import db, services
+from registry import authn
 from registry.authn import Caller, authenticate, authenticate_operator
 from registry.models import Operator
 
@@ -28,11 +33,11 @@ def target_uri() -> str:
 
 
 def _verified(authenticator: Callable[..., T]) -> T:
-    """Run ``authenticator`` over this request and commit its nonce, or roll back and raise."""
+    """Run ``authenticator`` over this request (its nonce left in the open transaction)."""
     svc = services()
     session = db()
     try:
-        who = authenticator(
+        return authenticator(
             session,
             svc.settings,
             method=request.method,
@@ -41,15 +46,25 @@ def _verified(authenticator: Callable[..., T]) -> T:
             body=request.get_data(cache=True),
             now=svc.clock(),
         )
-        session.commit()
     except BaseException:
         session.rollback()
         raise
-    return who
+
+
+def settle_nonce(response: Response) -> Response:
+    """``after_request``: the nonce is committed before the answer leaves, refusal or not.
+
+    A failure to record it is not swallowed: the request then fails (500), as it did when
+    the nonce was committed up front.
+    """
+    session = g.get("db")
+    if session is not None:
+        authn.settle_nonce(session)
+    return response
 
 
 def require_member() -> None:
-    """``before_request`` hook of member blueprints: authenticate, remember the nonce, commit."""
+    """``before_request`` hook of member blueprints: authenticate, remember the nonce."""
     g.caller = _verified(authenticate)
 
 

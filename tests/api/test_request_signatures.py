@@ -7,12 +7,16 @@ import time
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from conftest import Clock
-from factories import Member, admit, envelope, new_key, payload, signed
-from registry import members
+from crypto import httpsig
+from factories import Member, admit, envelope, national_id, new_key, payload, signed
+from registry import authn, members
+from registry.models import RequestNonce
 
 REPLAY_WINDOW = 300
 
@@ -145,3 +149,129 @@ def test_the_signature_must_cover_the_required_components(
     refused(
         client.get("/v1/receipts/does-not-exist", headers=headers), 401, "request_missing_component"
     )
+
+
+# --- one transaction per request: the nonce commits with the work, or on its own ----------
+
+
+class Statements:
+    """Counts what an engine sends: statements and commits."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.sql, self.commits = engine, list[str](), 0
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.sql.append(statement)
+
+    def _commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "commit", self._commit)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+
+
+def nonces(session: Session) -> list[str]:
+    """The stored nonces, read in a transaction of their own (a fresh snapshot each time)."""
+    found = list(session.scalars(select(RequestNonce.nonce)))
+    session.rollback()
+    return found
+
+
+def test_an_accepted_report_commits_its_nonce_and_its_work_in_one_transaction(
+    app: Flask, client: FlaskClient, bank: Member, session: Session
+) -> None:
+    raw = envelope(bank, payload(bank))
+    with Statements(app.extensions["registry"].engine) as seen:
+        response = signed(client, bank, "POST", "/v1/reports", raw, nonce="one-commit-0123456789")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert seen.commits == 1
+    assert nonces(session) == ["one-commit-0123456789"]
+
+
+def test_a_refused_report_cannot_be_replayed_later(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    """Its work was rolled back with its nonce: the nonce is recorded again on its own."""
+    raw = envelope(bank, payload(bank, penalty="999999.00"))
+    nonce = "refused-then-replayed-0123456789"
+    first = signed(client, bank, "POST", "/v1/reports", raw, nonce=nonce)
+    assert first.status_code == 422, first.get_data(as_text=True)
+    assert nonces(session) == [nonce]
+    refused(signed(client, bank, "POST", "/v1/reports", raw, nonce=nonce), 401, "request_replayed")
+
+
+def test_a_refused_inquiry_cannot_be_replayed_later(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    body = f'{{"purpose": "collection", "national_id": "{national_id(7)}"}}'.encode()
+    nonce = "refused-inquiry-0123456789"
+    first = signed(client, bank, "POST", "/v1/inquiries", body, nonce=nonce)
+    assert first.status_code == 403, first.get_data(as_text=True)
+    assert nonces(session) == [nonce]
+    refused(
+        signed(client, bank, "POST", "/v1/inquiries", body, nonce=nonce), 401, "request_replayed"
+    )
+
+
+def test_a_read_consumes_its_nonce_though_it_commits_nothing(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    refused(get_receipt(client, bank, nonce="a-read-only-request-0123"), 404, "receipt_not_found")
+    assert nonces(session) == ["a-read-only-request-0123"]
+
+
+def _verified(bank: Member, nonce: str) -> httpsig.VerifiedRequest:
+    return httpsig.VerifiedRequest(
+        keyid=bank.keyid, created=int(time.time()), nonce=nonce, label="sig1"
+    )
+
+
+def test_settle_nonce_records_a_nonce_whose_transaction_was_rolled_back(
+    app: Flask, bank: Member, session: Session, clock: Clock
+) -> None:
+    svc = app.extensions["registry"]
+    with svc.sessions() as work:
+        authn.consume_nonce(work, svc.settings, _verified(bank, "rolled-back-0123456789"), clock())
+        assert authn.nonce_pending(work)
+        work.rollback()
+        assert nonces(session) == []
+        authn.settle_nonce(work)
+        assert not authn.nonce_pending(work)
+    assert nonces(session) == ["rolled-back-0123456789"]
+
+
+def test_settle_nonce_adds_nothing_once_the_work_committed(
+    app: Flask, bank: Member, session: Session, clock: Clock
+) -> None:
+    svc = app.extensions["registry"]
+    with svc.sessions() as work:
+        authn.consume_nonce(work, svc.settings, _verified(bank, "committed-0123456789"), clock())
+        with work.begin_nested():  # a savepoint's release is not the nonce's commit
+            pass
+        assert authn.nonce_pending(work)
+        work.commit()
+        assert not authn.nonce_pending(work)
+        with Statements(svc.engine) as seen:
+            authn.settle_nonce(work)
+    assert seen.sql == []
+    assert nonces(session) == ["committed-0123456789"]
+
+
+def test_settle_nonce_accepts_a_nonce_a_concurrent_copy_recorded_first(
+    app: Flask, bank: Member, session: Session, clock: Clock
+) -> None:
+    svc = app.extensions["registry"]
+    with svc.sessions() as work:
+        authn.consume_nonce(work, svc.settings, _verified(bank, "raced-0123456789"), clock())
+        work.rollback()
+        with svc.sessions() as other:
+            authn.consume_nonce(other, svc.settings, _verified(bank, "raced-0123456789"), clock())
+            other.commit()
+        authn.settle_nonce(work)  # the duplicate means it is consumed: no error
+    assert nonces(session) == ["raced-0123456789"]
