@@ -161,6 +161,7 @@ class ChunkApplier:
         self._cleared: dict[bytes, int | None] = {}
         self._borrowers: dict[bytes, _BorrowerRef | None] = {}
         self._watched: dict[bytes, bool] = {}
+        self._held: list[object] = []
 
     # --- the chunk ---------------------------------------------------------------------
 
@@ -275,11 +276,15 @@ class ChunkApplier:
             )
         )
         # Borrowers and data keys enter the identity map, so record.borrower costs no query.
+        # NOTE: the identity map holds unchanged objects weakly: they are kept here, or they
+        # would be gone (and lazily loaded one by one) before they are used.
         borrower_ids = {r.borrower_id for r in records}
         key_ids = {r.data_key_id for r in records}
         if borrower_ids:
-            list(session.scalars(select(Borrower).where(Borrower.id.in_(borrower_ids))))
-            list(session.scalars(select(DataKey).where(DataKey.id.in_(key_ids))))
+            self._held.extend(
+                session.scalars(select(Borrower).where(Borrower.id.in_(borrower_ids)))
+            )
+            self._held.extend(session.scalars(select(DataKey).where(DataKey.id.in_(key_ids))))
         for account in accounts:
             self._records[account] = None
         for record in records:
@@ -588,4 +593,5 @@ class ChunkApplier:
         self._records.clear()
         self._cleared.clear()
         self._borrowers.clear()
+        self._held.clear()
         self._receipts.pop(item.report_id, None)
