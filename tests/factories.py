@@ -87,6 +87,50 @@ def payload(member: Member | str = "BANKA", **overrides: Any) -> dict[str, Any]:
     return doc
 
 
+def report_of_kind(
+    member: Member | str,
+    *,
+    account_ref: str,
+    kind: str,
+    sequence: int,
+    borrower: int = 1,
+    principal: str = "5000.00",
+    days_past_due: int = 30,
+    paid: str = "60.00",
+) -> dict[str, Any]:
+    """A valid report of any kind for one account, for tests that walk an account's life.
+
+    ``open``, ``update`` and ``correct`` carry the account state (``borrower`` picks the
+    national ID); ``payment``, ``settle`` and ``withdraw`` only what their kind needs.
+    """
+    today = dt.datetime.now(dt.UTC).date()
+    if kind in ("open", "update", "correct"):
+        doc = payload(
+            member,
+            account_ref=account_ref,
+            kind=kind,
+            sequence=sequence,
+            days_past_due=days_past_due,
+            overdue_principal=principal,
+            overdue_interest="0.00",
+            penalty="1.00",
+            first_delinquency_date=(today - dt.timedelta(days=days_past_due - 1)).isoformat(),
+            as_of_date=today.isoformat(),
+        )
+        doc["borrower"]["national_id"] = national_id(borrower)
+        return doc
+    head = payload(member, account_ref=account_ref)
+    doc = {k: head[k] for k in ("version", "report_id", "institution", "account_ref")}
+    doc.update(kind=kind, sequence=sequence)
+    if kind == "payment":
+        doc["payment"] = {"amount": paid, "date": today.isoformat()}
+    elif kind == "settle":
+        doc["settlement"] = {"type": "paid_in_full", "date": today.isoformat()}
+    else:
+        doc["withdrawal"] = {"reason": "reported_in_error"}
+    return doc
+
+
 def payload_bytes(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 

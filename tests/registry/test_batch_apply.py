@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from factories import Member, admit, envelope, national_id, payload
+from factories import Member, admit, envelope, report_of_kind
 from registry.batch import Accepted, BatchIntake, Outcome, Refused
 from registry.errors import RegistryError
 from registry.intake import Intake
@@ -25,7 +25,6 @@ from registry.policy import Policy
 from registry.secrets import load_key_material
 from registry.settings import Settings
 
-TODAY = dt.datetime.now(dt.UTC).date()
 KINDS = ["open", "open", "update", "correct", "payment", "payment", "settle", "withdraw"]
 ACCOUNTS = 3
 
@@ -43,32 +42,16 @@ step = st.tuples(
 def _document(
     number: int, kind: str, seq: int, borrower: int, principal: str, dpd: int, paid: str
 ) -> dict[str, Any]:
-    ref = f"ACCT-{number}"
-    if kind in ("open", "update", "correct"):
-        doc = payload(
-            "BANKA",
-            account_ref=ref,
-            kind=kind,
-            sequence=seq,
-            days_past_due=dpd,
-            overdue_principal=principal,
-            overdue_interest="0.00",
-            penalty="1.00",
-            first_delinquency_date=(TODAY - dt.timedelta(days=dpd - 1)).isoformat(),
-            as_of_date=TODAY.isoformat(),
-        )
-        doc["borrower"]["national_id"] = national_id(borrower)
-        return doc
-    head = payload("BANKA", account_ref=ref)
-    doc = {k: head[k] for k in ("version", "report_id", "institution", "account_ref")}
-    doc.update(kind=kind, sequence=seq)
-    if kind == "payment":
-        doc["payment"] = {"amount": paid, "date": TODAY.isoformat()}
-    elif kind == "settle":
-        doc["settlement"] = {"type": "paid_in_full", "date": TODAY.isoformat()}
-    else:
-        doc["withdrawal"] = {"reason": "reported_in_error"}
-    return doc
+    return report_of_kind(
+        "BANKA",
+        account_ref=f"ACCT-{number}",
+        kind=kind,
+        sequence=seq,
+        borrower=borrower,
+        principal=principal,
+        days_past_due=dpd,
+        paid=paid,
+    )
 
 
 def _documents(steps: list[tuple[Any, ...]]) -> list[dict[str, Any]]:

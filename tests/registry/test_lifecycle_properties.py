@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from factories import admit, envelope, national_id, payload
+from factories import admit, envelope, report_of_kind
 from registry.errors import RegistryError
 from registry.intake import Intake
 from registry.models import (
@@ -33,7 +33,6 @@ from registry.policy import Policy
 from registry.secrets import load_key_material
 from registry.settings import Settings
 
-TODAY = dt.datetime.now(dt.UTC).date()
 # Weighted towards reports that can apply, so long valid histories are common.
 KINDS = ["open", "open", "update", "correct", "payment", "payment", "payment", "settle", "withdraw"]
 
@@ -53,37 +52,6 @@ class Account:
     live: bool = False
     cleared: bool = False
     history: list[str] = field(default_factory=list)
-
-
-def _body(
-    member: Any, ref: str, kind: str, seq: int, principal: str, dpd: int, paid: str
-) -> dict[str, Any]:
-    if kind in ("open", "update", "correct"):
-        first = TODAY - dt.timedelta(days=dpd - 1)
-        doc = payload(
-            member,
-            account_ref=ref,
-            kind=kind,
-            sequence=seq,
-            days_past_due=dpd,
-            overdue_principal=principal,
-            overdue_interest="0.00",
-            penalty="1.00",
-            first_delinquency_date=first.isoformat(),
-            as_of_date=TODAY.isoformat(),
-        )
-        doc["borrower"]["national_id"] = national_id(int(ref[-1]) + 1)
-        return doc
-    head = payload(member, account_ref=ref, sequence=seq, kind=kind)
-    doc = {k: head[k] for k in ("version", "report_id", "institution", "account_ref")}
-    doc.update(kind=kind, sequence=seq)
-    if kind == "payment":
-        doc["payment"] = {"amount": paid, "date": TODAY.isoformat()}
-    elif kind == "settle":
-        doc["settlement"] = {"type": "paid_in_full", "date": TODAY.isoformat()}
-    else:
-        doc["withdrawal"] = {"reason": "reported_in_error"}
-    return doc
 
 
 def _snapshot(session: Session) -> tuple[Any, ...]:
@@ -128,7 +96,16 @@ def test_random_report_sequences_keep_the_invariants(
         for number, kind, delta, principal, dpd, paid in steps:
             account = accounts[number]
             seq = max(1, account.sequence + delta)
-            doc = _body(member, f"ACCT-{number}", kind, seq, principal, dpd, paid)
+            doc = report_of_kind(
+                member,
+                account_ref=f"ACCT-{number}",
+                kind=kind,
+                sequence=seq,
+                borrower=number + 1,
+                principal=principal,
+                days_past_due=dpd,
+                paid=paid,
+            )
             before = _snapshot(session)
             try:
                 intake.submit(session, caller, envelope(member, doc), dt.datetime.now(dt.UTC))
