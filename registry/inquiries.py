@@ -1,10 +1,15 @@
 """Inquiries: a member looks at a borrower's history, for a declared purpose, and it is logged.
 
-Order matters. The daily quota is taken first, in its own committed transaction, so refused
-attempts count too (a member cannot probe for free). Then the request is validated, the purpose
-and consent checked, the history assembled and signed, and the inquiry logged with the signed
-request as evidence. A refusal is logged as well (for the operator), after rolling back
-anything the attempt had begun: nothing of a refused inquiry but its log row stays behind.
+Order matters. The daily quota is checked first, so a member past its quota learns nothing
+else (a member cannot probe for free). Then the request is validated, the purpose and consent
+checked, the history assembled and signed, and the quota taken and the inquiry logged with the
+signed request as evidence, all in one transaction (one commit). A refusal is logged as well
+(for the operator) and counted against the quota, after rolling back anything the attempt had
+begun: nothing of a refused inquiry but its log row and its count stays behind.
+
+The quota is taken atomically at the end (a conditional ``UPDATE``), so the row is locked only
+for the last moment of the transaction, not for the whole inquiry; an attempt that loses the
+last unit of quota to a concurrent one in between is refused with 429 like any other.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from crypto import dsse, strictjson
 from crypto.errors import StrictJSONError
@@ -191,7 +196,7 @@ class Inquiries:
         ``evidence`` is the signed request (method, target URI, signature headers); it is
         kept encrypted with the inquiry, as is the body.
         """
-        self._take_quota(session, caller, now)
+        self._check_quota(session, caller, now)
         purpose_hint: str = "invalid"
         index: bytes | None = None
         try:
@@ -209,6 +214,7 @@ class Inquiries:
                 self._material.signing_key,
                 self._material.signing_keyid,
             )
+            self._take_quota(session, caller, now)
             self._log(
                 session,
                 ref=ref,
@@ -227,10 +233,14 @@ class Inquiries:
             session.commit()
             self._observer(purpose_hint, "answered")
             return InquiryAnswer(inquiry_id=ref, statement=statement)
+        except RateLimited:
+            session.rollback()  # the quota went to a concurrent attempt: nothing is kept
+            raise
         except RegistryError as exc:
             session.rollback()
             if purpose_hint == "invalid":
                 purpose_hint = _purpose_hint(raw)
+            self._count_attempt(session, caller, now)
             self._log(
                 session,
                 ref=secrets.token_hex(16),
@@ -255,8 +265,24 @@ class Inquiries:
 
     # --- quota -------------------------------------------------------------------------
 
+    def _check_quota(self, session: Session, caller: Institution, now: dt.datetime) -> None:
+        """Refuse at once when today's quota is used up (a read: no lock, nothing written)."""
+        limit = self._policy.inquiry_quota(caller.code)
+        day = now.astimezone(dt.UTC).date()
+        used = session.scalar(
+            select(QuotaUsage.used).where(
+                QuotaUsage.institution_id == caller.id, QuotaUsage.day == day
+            )
+        )
+        if limit < 1 or (used is not None and used >= limit):
+            session.rollback()
+            raise self._exhausted(limit, day, now)
+
     def _take_quota(self, session: Session, caller: Institution, now: dt.datetime) -> None:
-        """Count this attempt against the member's daily quota, atomically across workers."""
+        """Count this inquiry against the member's daily quota, atomically across workers.
+
+        Runs in the inquiry's own transaction, just before it is logged and committed.
+        """
         limit = self._policy.inquiry_quota(caller.code)
         day = now.astimezone(dt.UTC).date()
         for _ in range(3):
@@ -270,7 +296,6 @@ class Inquiries:
                 .values(used=QuotaUsage.used + 1)
             )
             if getattr(taken, "rowcount", 0):
-                session.commit()
                 return
             exists = session.scalar(
                 select(QuotaUsage.id).where(
@@ -278,22 +303,45 @@ class Inquiries:
                 )
             )
             if exists is not None or limit < 1:
-                session.rollback()
-                tomorrow = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
-                raise RateLimited(
-                    f"the daily inquiry quota of {limit} is used up; it renews at 00:00 UTC",
-                    code="inquiry_quota_exhausted",
-                    retry_after=max(1, int((tomorrow - now).total_seconds()) + 1),
-                )
+                raise self._exhausted(limit, day, now)
             try:
                 with session.begin_nested():
                     session.add(QuotaUsage(institution_id=caller.id, day=day, used=1))
-                session.commit()
                 return
             except IntegrityError:
-                session.rollback()
+                continue  # a concurrent attempt made today's row: take from it
         raise RateLimited(  # pragma: no cover - three lost races in a row
             "the inquiry quota is contended; retry", code="inquiry_quota_busy", retry_after=1
+        )
+
+    def _count_attempt(self, session: Session, caller: Institution, now: dt.datetime) -> None:
+        """A refused attempt counts too, even past the limit (it was within it when checked)."""
+        day = now.astimezone(dt.UTC).date()
+        for _ in range(3):
+            counted = session.execute(
+                update(QuotaUsage)
+                .where(QuotaUsage.institution_id == caller.id, QuotaUsage.day == day)
+                .values(used=QuotaUsage.used + 1)
+            )
+            if getattr(counted, "rowcount", 0):
+                return
+            try:
+                with session.begin_nested():
+                    session.add(QuotaUsage(institution_id=caller.id, day=day, used=1))
+                return
+            except IntegrityError:
+                continue
+        raise RateLimited(  # pragma: no cover - three lost races in a row
+            "the inquiry quota is contended; retry", code="inquiry_quota_busy", retry_after=1
+        )
+
+    @staticmethod
+    def _exhausted(limit: int, day: dt.date, now: dt.datetime) -> RateLimited:
+        tomorrow = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return RateLimited(
+            f"the daily inquiry quota of {limit} is used up; it renews at 00:00 UTC",
+            code="inquiry_quota_exhausted",
+            retry_after=max(1, int((tomorrow - now).total_seconds()) + 1),
         )
 
     # --- purpose and consent -----------------------------------------------------------
@@ -386,6 +434,7 @@ class Inquiries:
             records = list(
                 session.scalars(
                     select(Delinquency)
+                    .options(joinedload(Delinquency.data_key))  # each record is decrypted
                     .where(
                         Delinquency.borrower_id == borrower.id,
                         Delinquency.suppressed_at.is_(None),
@@ -444,6 +493,7 @@ class Inquiries:
         lost = any(r.contact_status == "lost_contact" for r in records)
         legal = any(r.collection_stage == "legal_action" for r in records)
         institutions = len({r.institution_id for r in open_records})
+        recent_30d, recent_90d = self._recent(session, index, now)
         return {
             "worst_classification": worst([Tier(r.classification) for r in records]).value,
             "category": _category(len(records), institutions, max_dpd, lost, legal),
@@ -454,25 +504,28 @@ class Inquiries:
             "lost_contact": lost,
             "legal_action": legal,
             "disputes_open": len(disputed),
-            "credit_application_inquiries_30d": self._recent(session, index, now, 30),
-            "credit_application_inquiries_90d": self._recent(session, index, now, 90),
+            "credit_application_inquiries_30d": recent_30d,
+            "credit_application_inquiries_90d": recent_90d,
         }
 
-    def _recent(self, session: Session, index: bytes, now: dt.datetime, days: int) -> int:
-        """Answered credit-application inquiries before this one, by any member."""
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(Inquiry)
-                .where(
-                    Inquiry.borrower_index == index,
-                    Inquiry.purpose == Purpose.CREDIT_APPLICATION.value,
-                    Inquiry.outcome == "answered",
-                    Inquiry.created_at >= now - dt.timedelta(days=days),
-                )
+    def _recent(self, session: Session, index: bytes, now: dt.datetime) -> tuple[int, int]:
+        """Answered credit-application inquiries before this one, by any member: (30d, 90d).
+
+        Both windows in one statement over the 90-day rows.
+        """
+        since_30d = now - dt.timedelta(days=30)
+        row = session.execute(
+            select(
+                func.count(case((Inquiry.created_at >= since_30d, 1))),
+                func.count(),
+            ).where(
+                Inquiry.borrower_index == index,
+                Inquiry.purpose == Purpose.CREDIT_APPLICATION.value,
+                Inquiry.outcome == "answered",
+                Inquiry.created_at >= now - dt.timedelta(days=90),
             )
-            or 0
-        )
+        ).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     # --- the log -----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -28,7 +28,7 @@ from factories import (
     submit,
 )
 from registry import consents
-from registry.inquiries import STATEMENT_PAYLOAD_TYPE
+from registry.inquiries import STATEMENT_PAYLOAD_TYPE, Inquiries
 from registry.models import BorrowerStatement, Consent, Delinquency, Dispute, Inquiry, QuotaUsage
 from registry.policy import Policy
 from registry.vault import Vault
@@ -519,6 +519,45 @@ def test_quota_overrides_apply_per_member(
     review = {"national_id": ALICE, "purpose": "collection"}
     statuses = [inquire(client, lender, review).status_code for _ in range(4)]
     assert statuses == [403, 403, 403, 429]
+
+
+def test_an_answered_inquiry_commits_quota_nonce_and_log_in_one_transaction(
+    app: Flask, client: FlaskClient, session: Session, bank: Member
+) -> None:
+    submit(client, bank, payload(bank))
+    commits: list[object] = []
+    engine = app.extensions["registry"].engine
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(engine, "commit", count)
+    try:
+        response = inquire(client, bank, {"national_id": ALICE, "purpose": "account_review"})
+    finally:
+        event.remove(engine, "commit", count)
+    assert response.status_code == 200
+    assert len(commits) == 1
+    assert [i.outcome for i in inquiries(session)] == ["answered"]
+    assert session.scalars(select(QuotaUsage.used)).one() == 1
+
+
+def test_an_attempt_that_loses_the_last_quota_to_a_concurrent_one_is_refused_unlogged(
+    tight_app: Flask,
+    client: FlaskClient,
+    session: Session,
+    bank: Member,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check at the start passed; by the end a concurrent attempt took the last unit."""
+    submit(client, bank, payload(bank))
+    review = {"national_id": ALICE, "purpose": "account_review"}
+    assert inquire(client, bank, review).status_code == 200
+    assert inquire(client, bank, review).status_code == 200
+    monkeypatch.setattr(Inquiries, "_check_quota", lambda *_args: None)
+    problem_of(inquire(client, bank, review), 429, "inquiry_quota_exhausted")
+    assert [i.outcome for i in inquiries(session)] == ["answered", "answered"]
+    assert session.scalars(select(QuotaUsage.used)).one() == 2
 
 
 def test_the_sweeper_forgets_inquiries_after_the_retention_period(
