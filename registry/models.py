@@ -164,7 +164,7 @@ class Borrower(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     id_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     national_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -182,7 +182,7 @@ class Delinquency(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     account_index: Mapped[bytes] = mapped_column(LargeBinary(32))
     borrower_id: Mapped[int] = mapped_column(ForeignKey("borrowers.id"), index=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     account_ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -291,7 +291,7 @@ class ClearanceCertificate(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     certificate_ct: Mapped[bytes] = mapped_column(LargeBinary)
     issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
@@ -368,7 +368,9 @@ class Inquiry(Base):
     )
     outcome: Mapped[str] = mapped_column(String(16))
     refusal_code: Mapped[str | None] = mapped_column(String(64), default=None)
-    data_key_id: Mapped[int | None] = mapped_column(ForeignKey("data_keys.id"), default=None)
+    data_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("data_keys.id"), index=True, default=None
+    )
     request_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
@@ -407,7 +409,7 @@ class Dispute(Base):
     )
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
     reason: Mapped[str] = mapped_column(String(32))
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     text_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     status: Mapped[str] = mapped_column(String(16), default="open")
     answer: Mapped[str | None] = mapped_column(String(16), default=None)
@@ -438,7 +440,7 @@ class BorrowerStatement(Base):
     delinquency_id: Mapped[int | None] = mapped_column(
         ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True, default=None
     )
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     text_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -588,7 +590,9 @@ class Notification(Base):
     institution_id: Mapped[int | None] = mapped_column(
         ForeignKey("institutions.id"), index=True, default=None
     )
-    data_key_id: Mapped[int | None] = mapped_column(ForeignKey("data_keys.id"), default=None)
+    data_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("data_keys.id"), index=True, default=None
+    )
     message_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     message: Mapped[str | None] = mapped_column(String(4000), default=None)
     state: Mapped[str] = mapped_column(String(16), index=True)
@@ -662,7 +666,7 @@ class BorrowerEnrolment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"))
+    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
     phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

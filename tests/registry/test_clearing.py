@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -20,12 +21,16 @@ from crypto import envelope_encryption as ee
 from crypto.errors import DecryptionError
 from factories import Member, admit, envelope, national_id, payload, post_envelope, signed, submit
 from ondisk import database_bytes
-from registry.clearing import CERTIFICATE_PAYLOAD_TYPE, Clearer
+from registry import clearing, disputes, statements
+from registry.clearing import CERTIFICATE_PAYLOAD_TYPE, Clearer, ClearReason
 from registry.models import (
     Borrower,
+    BorrowerStatement,
     ClearanceCertificate,
     DataKey,
     Delinquency,
+    Dispute,
+    Notification,
     Report,
     Tombstone,
 )
@@ -382,3 +387,211 @@ def test_a_record_opened_and_settled_in_one_session_clears_without_a_double_dele
     intake.submit(session, caller, envelope(bank, settle(doc)), now)
     assert count(session, Delinquency) == 0
     assert [r.kind for r in session.scalars(select(Report))] == ["settle"]
+
+
+# --- clear_many: many records in one transaction ------------------------------------------
+
+
+def open_for(client: FlaskClient, bank: Member, person: int, account: str) -> dict[str, Any]:
+    doc = payload(bank, account_ref=account)
+    doc["borrower"]["national_id"] = national_id(person)
+    assert submit(client, bank, doc).status_code == 201
+    return doc
+
+
+def records_by_account(session: Session, settings: Settings) -> dict[str, Delinquency]:
+    """Every record in the session, by its decrypted account reference."""
+    session.expire_all()
+    reader = clearer(settings)
+    return {reader.account_ref(r): r for r in session.scalars(select(Delinquency))}
+
+
+def personal_keys(session: Session) -> set[int]:
+    """The data keys of every record, borrower, dispute and statement now stored."""
+    keys: set[int] = set()
+    for model in (Delinquency, Borrower, Dispute, BorrowerStatement):
+        keys |= set(session.scalars(select(model.data_key_id)))
+    return keys
+
+
+def clear_accounts(
+    engine: Engine, settings: Settings, accounts: list[str], reason: ClearReason
+) -> None:
+    """Clear the records of these accounts with one ``clear_many`` call, in one transaction."""
+    with sessions_for(engine)() as session, session.begin():
+        found = records_by_account(session, settings)
+        records = [found[a] for a in accounts]
+        refs = {r.id: a for r, a in zip(records, accounts, strict=True)}
+        clearer(settings).clear_many(
+            session, records, reason, dt.datetime.now(dt.UTC), account_refs=refs
+        )
+
+
+def test_clear_many_clears_every_record_of_one_borrower_with_what_is_attached(
+    client: FlaskClient, bank: Member, session: Session, engine: Engine, settings: Settings
+) -> None:
+    material = load_key_material(settings)
+    who = material.blind_index.digest("national_id", national_id(1))
+    accounts = ["LOAN-A-1111", "LOAN-B-2222", "LOAN-C-3333"]
+    for account in accounts:
+        open_for(client, bank, 1, account)
+    record = records_by_account(session, settings)["LOAN-B-2222"]
+    disputes.file_dispute(
+        session,
+        material,
+        Policy(),
+        borrower_index=who,
+        record_ref=record.ref,
+        reason="other",
+        text="我已经还清了",
+        now=dt.datetime.now(dt.UTC),
+    )
+    for target in (record.ref, None):
+        statements.set_statement(
+            session,
+            material,
+            borrower_index=who,
+            record_ref=target,
+            text="本人声明",
+            now=dt.datetime.now(dt.UTC),
+        )
+    session.commit()
+    doomed = personal_keys(session)
+    session.commit()
+
+    clear_accounts(engine, settings, accounts, ClearReason.REPORTED_IN_ERROR)
+
+    for model in (Delinquency, Borrower, Dispute, BorrowerStatement):
+        assert count(session, model) == 0, model
+    assert sorted(session.scalars(select(Tombstone.reason))) == ["reported_in_error"] * 3
+    kept = set(session.scalars(select(DataKey.id)))
+    assert kept.isdisjoint(doomed)
+    certificate_keys = set(session.scalars(select(ClearanceCertificate.data_key_id)))
+    assert len(certificate_keys) == 3 and certificate_keys <= kept
+    session.commit()
+    signed_certificates = clearer(settings).certificates_for(session, who)
+    accounts_shown = sorted(
+        json.loads(dsse.parse_envelope(raw).payload)["account"] for raw in signed_certificates
+    )
+    assert accounts_shown == ["****1111", "****2222", "****3333"]
+
+
+def test_clear_many_across_borrowers_keeps_a_borrower_with_another_record(
+    client: FlaskClient,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Chunks of two: person 3's cleared record and their kept one, and person 1's two
+    # records, fall into different chunks of the same call.
+    monkeypatch.setattr(clearing, "CHUNK", 2)
+    material = load_key_material(settings)
+    for person, account in [(1, "P1-A"), (2, "P2-A"), (1, "P1-B"), (3, "P3-A"), (3, "P3-KEPT")]:
+        open_for(client, bank, person, account)
+    statements.set_statement(
+        session,
+        material,
+        borrower_index=material.blind_index.digest("national_id", national_id(3)),
+        record_ref=None,
+        text="关于我的档案",
+        now=dt.datetime.now(dt.UTC),
+    )
+    session.commit()
+
+    clear_accounts(engine, settings, ["P1-A", "P2-A", "P3-A", "P1-B"], ClearReason.SETTLED)
+
+    session.expire_all()
+    [left] = session.scalars(select(Delinquency)).all()
+    assert clearer(settings).account_ref(left) == "P3-KEPT"  # its key is intact
+    [borrower] = session.scalars(select(Borrower)).all()
+    assert borrower.id == left.borrower_id
+    [statement] = session.scalars(select(BorrowerStatement)).all()
+    assert statement.delinquency_id is None  # the kept borrower's statement on the file stays
+    assert count(session, Tombstone) == 4 and count(session, ClearanceCertificate) == 4
+    assert personal_keys(session) == {left.data_key_id, borrower.data_key_id, statement.data_key_id}
+
+
+def test_clear_many_leaves_no_loaded_object_for_a_later_flush(
+    client: FlaskClient, bank: Member, engine: Engine, settings: Settings
+) -> None:
+    """Rows deleted around the ORM leave the session: committing later deletes nothing twice."""
+    for person, account in [(1, "L-1"), (1, "L-2"), (2, "L-3")]:
+        open_for(client, bank, person, account)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with sessions_for(engine)() as session, session.begin():
+            found = records_by_account(session, settings)
+            records = list(found.values())
+            for record in records:
+                assert record.reports and record.borrower.data_key  # loaded into the session
+            records[0].channels_tried = "sms"  # a pending change is written, then deleted
+            refs = {r.id: a for a, r in found.items()}
+            clearer(settings).clear_many(
+                session, records, ClearReason.SETTLED, dt.datetime.now(dt.UTC), account_refs=refs
+            )
+            assert not [o for o in session if isinstance(o, Delinquency | Borrower | Report)]
+            session.flush()
+    with sessions_for(engine)() as session:
+        assert count(session, Delinquency) == 0 and count(session, Borrower) == 0
+
+
+def test_the_sweeper_clears_many_records_once_and_leaves_no_key_behind(
+    retention_app: Flask, bank: Member, session: Session, engine: Engine, settings: Settings
+) -> None:
+    client = retention_app.test_client()
+    material = load_key_material(settings)
+    people = [1, 1, 1, 2, 3, 3, 4, 5, 6, 7, 7]
+    for n, person in enumerate(people):
+        doc = open_for(client, bank, person, f"SWEEP-{n:04d}")
+        assert submit(client, bank, settle(doc)).status_code == 201
+    kept = open_for(client, bank, 7, "SWEEP-OPEN")  # person 7 keeps an open record
+    records = records_by_account(session, settings)
+    now = dt.datetime.now(dt.UTC)
+    disputes.file_dispute(
+        session,
+        material,
+        Policy(),
+        borrower_index=material.blind_index.digest("national_id", national_id(3)),
+        record_ref=records["SWEEP-0004"].ref,
+        reason="other",
+        text="有误",
+        now=now,
+    )
+    statements.set_statement(
+        session,
+        material,
+        borrower_index=material.blind_index.digest("national_id", national_id(1)),
+        record_ref=records["SWEEP-0001"].ref,
+        text="已还清",
+        now=now,
+    )
+    session.commit()
+    doomed = personal_keys(session)
+    session.commit()
+
+    policy = Policy(retention_days_after_settlement=30)
+    later_on = now + dt.timedelta(days=31)
+    swept = clearer(settings, policy).sweep(sessions_for(engine), later_on, batch=4)
+    assert swept.cleared["retention"] == len(people)
+    assert clearer(settings, policy).sweep(sessions_for(engine), later_on).total() == 0
+
+    [left] = session.scalars(select(Delinquency)).all()
+    assert clearer(settings).account_ref(left) == kept["account_ref"]
+    assert count(session, Borrower) == 1
+    assert {r.delinquency_id for r in session.scalars(select(Report))} == {left.id}
+    assert count(session, Tombstone) == len(people)
+    assert count(session, Dispute) == 0 and count(session, BorrowerStatement) == 0
+    still_needed = personal_keys(session)
+    assert set(session.scalars(select(DataKey.id))).isdisjoint(doomed - still_needed)
+    session.commit()
+    # The certificates (and their keys) go after their period, in one sweep as well.
+    much_later = later_on + dt.timedelta(days=181)
+    expired = clearer(settings, policy).sweep(sessions_for(engine), much_later, batch=4)
+    assert expired.certificates_expired == len(people)
+    assert count(session, ClearanceCertificate) == 0
+    certificate_or_record_keys = set(session.scalars(select(DataKey.id))) - personal_keys(session)
+    session.commit()
+    notification_keys = set(session.scalars(select(Notification.data_key_id)))
+    assert certificate_or_record_keys <= notification_keys
