@@ -512,9 +512,14 @@ class ChunkApplier:
             record.id = record_id
         session.flush()  # the changed records (updates, settlements) and counted refusals
         cleared_borrowers = {c.record.borrower.id_index for c in pending.clears}
-        for clear in pending.clears:
-            self._clearer.clear(
-                session, clear.record, clear.reason, self._now, account_ref=clear.account_ref
+        for reason in ClearReason:
+            clears = [c for c in pending.clears if c.reason is reason]
+            self._clearer.clear_many(
+                session,
+                [c.record for c in clears],
+                reason,
+                self._now,
+                account_refs={c.record.id: c.account_ref for c in clears},
             )
         for row in pending.reports:
             if row.record is not None:
