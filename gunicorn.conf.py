@@ -25,9 +25,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 # classic 2n+1, less the one: the database usually runs beside the app on small hosts).
 workers = int(os.environ.get("REGISTRY_WORKERS", max(2, multiprocessing.cpu_count() * 2)))
 worker_class = "sync"
-# A batch of 10,000 reports takes minutes at the measured rates (docs/operations.md): the
-# timeout must cover the largest batch, or the worker is killed half-way (the batch is then
-# resent, safely, but the work is lost). Members are advised to send 1,000 per batch.
+# A batch of 10,000 reports takes about ten seconds at the measured rates, far longer on a
+# loaded host (docs/operations.md): the timeout must cover the largest batch, or the worker is
+# killed half-way (the batch is then resent, safely, but the work is lost). Members are
+# advised to send 1,000 per batch.
 timeout = int(os.environ.get("REGISTRY_WORKER_TIMEOUT", "300"))
 graceful_timeout = 30
 keepalive = 5
