@@ -114,7 +114,7 @@ FULL = Mode(
     batch_clients=2,
     inquiry_sizes=(10_000, 100_000, 1_000_000),
     inquiries=200,
-    sweep_records=300,
+    sweep_records=3_000,
     readable_every=100,
 )
 # Loading a million borrowers twice does not fit the time budget: SQLite (the embedded engine)
