@@ -209,6 +209,12 @@ def _read(response: Any, limit: int = MAX_RESPONSE_BYTES) -> bytes:
     data: bytes = response.read(limit + 1)
     if len(data) > limit:
         raise ClientError("the registry's answer is larger than the client accepts")
+    # NOTE: http.client's read(n) returns what it has when the connection closes early (a
+    # registry killed mid-answer), without complaint. A short body is a lost answer, retried:
+    # taking it would record an empty or cut receipt as the registry's acknowledgement.
+    declared = response.headers.get("Content-Length") if response.headers else None
+    if declared is not None and declared.strip().isdigit() and len(data) != int(declared):
+        raise http.client.IncompleteRead(data, int(declared) - len(data))
     return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -177,6 +178,40 @@ def test_connection_errors_are_retried_then_reported(
     with pytest.raises(TransportError, match="after 3 attempts"):
         client.submit(envelope)
     assert len(sleeps) == 2
+
+
+def test_an_answer_cut_short_is_a_lost_answer_not_a_receipt(
+    member_key: Ed25519PrivateKey, sleeps: list[float], envelope: bytes
+) -> None:
+    """A registry killed between the status line and the body: the client must retry."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+
+        def answer_cut_short() -> None:
+            for _ in range(2):
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(
+                        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                        b'Content-Length: 400\r\nConnection: close\r\n\r\n{"pay'
+                    )
+
+        thread = threading.Thread(target=answer_cut_short)
+        thread.start()
+        client = RegistryClient(
+            f"http://127.0.0.1:{port}",
+            member_key,
+            key_id(member_key),
+            retries=1,
+            sleep=sleeps.append,
+        )
+        with pytest.raises(TransportError, match="after 2 attempts"):
+            client.submit(envelope)
+        thread.join(timeout=10)
+    assert len(sleeps) == 1
 
 
 def test_receipt_is_a_signed_get_with_the_digest_of_the_empty_body(
