@@ -146,10 +146,10 @@ class ChunkApplier:
         slow_path: SlowPath,
     ) -> None:
         self._intake = intake
-        self._vault = intake._vault
-        self._material = intake._material
-        self._policy = intake._policy
-        self._clearer = intake._clearer
+        self._vault = intake.vault
+        self._material = intake.material
+        self._policy = intake.policy
+        self._clearer = intake.clearer
         self._session = session
         self._caller = caller
         self._now = now

@@ -64,6 +64,23 @@ class Intake:
         self._vault = Vault(material.keyring)
         self._clearer = Clearer(material, policy)
 
+    # What batch intake (registry.batch_apply) shares with the single-report path.
+    @property
+    def material(self) -> KeyMaterial:
+        return self._material
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def vault(self) -> Vault:
+        return self._vault
+
+    @property
+    def clearer(self) -> Clearer:
+        return self._clearer
+
     def submit(
         self, session: Session, caller: Institution, raw: bytes, now: dt.datetime
     ) -> IntakeResult:
