@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import bindparam, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -50,6 +50,25 @@ from registry.secrets import KeyMaterial
 ALERT_VERSION = 1
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+
+# Built once: every report of an update runs the first, every report the second.
+_STATE_FOR_UPDATE = (
+    select(Delinquency.contact_status, Delinquency.collection_stage, Delinquency.classification)
+    .where(
+        Delinquency.institution_id == bindparam("institution_id"),
+        Delinquency.account_index == bindparam("account_index"),
+    )
+    .with_for_update()
+)
+_ANY_WATCHER = (
+    select(Subscription.id)
+    .where(
+        Subscription.borrower_index == bindparam("borrower_index"),
+        Subscription.ended_at.is_(None),
+        Subscription.institution_id != bindparam("reporter_id"),
+    )
+    .limit(1)
+)
 
 
 class AlertType(enum.StrEnum):
@@ -272,12 +291,7 @@ def capture(
         "account_ref", f"{reporter.code}\x00{report.account_ref}"
     )
     row = session.execute(
-        select(Delinquency.contact_status, Delinquency.collection_stage, Delinquency.classification)
-        .where(
-            Delinquency.institution_id == reporter.id,
-            Delinquency.account_index == account_index,
-        )
-        .with_for_update()
+        _STATE_FOR_UPDATE, {"institution_id": reporter.id, "account_index": account_index}
     ).first()
     if row is None:
         return None
@@ -324,17 +338,18 @@ def on_report(
     events = events_for(kind, before, record)
     if not events:
         return []
+    # NOTE: most borrowers have no subscriber. One indexed id probe, without flushing the
+    # report's pending rows first (subscriptions are not among them), settles that case; the
+    # report's rows are then written by intake's own flush, in one unit of work.
+    with session.no_autoflush:
+        probe = {"borrower_index": record.borrower.id_index, "reporter_id": reporter.id}
+        if session.scalar(_ANY_WATCHER, probe) is None:
+            return []
     watching = (
         Subscription.borrower_index == record.borrower.id_index,
         Subscription.ended_at.is_(None),
         Subscription.institution_id != reporter.id,
     )
-    # NOTE: most borrowers have no subscriber. One indexed id probe, without flushing the
-    # report's pending rows first (subscriptions are not among them), settles that case; the
-    # report's rows are then written by intake's own flush, in one unit of work.
-    with session.no_autoflush:
-        if session.scalar(select(Subscription.id).where(*watching).limit(1)) is None:
-            return []
     session.flush()  # a just-opened record needs its id before alerts can point at it
     subscriptions = list(
         session.scalars(

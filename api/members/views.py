@@ -81,9 +81,14 @@ class Reports(MethodView):
     def post(self) -> Response:
         """Submit one signed delinquency report."""
         svc = services()
+        who = caller()
         try:
             result = svc.intake.submit(
-                db(), caller().institution, request.get_data(cache=True), svc.clock()
+                db(),
+                who.institution,
+                request.get_data(cache=True),
+                svc.clock(),
+                known_keys=[who.key],
             )
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)

@@ -13,9 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from api.services import EXTENSION
 from conftest import Clock
 from crypto import dsse, ed25519
 from factories import (
@@ -360,6 +361,38 @@ def test_a_member_with_several_keys_may_use_any_valid_one(
     session.commit()
     raw = envelope(bank, payload(bank), key=key, keyid=keyid)
     assert post_envelope(client, bank, raw, key=key, keyid=keyid).status_code == 201
+
+
+def test_an_envelope_signed_by_another_key_than_the_request_is_checked_against_it(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    key, keyid = new_key()
+    members.add_key(
+        session, "BANKA", ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock()
+    )
+    session.commit()
+    raw = envelope(bank, payload(bank), key=key, keyid=keyid)
+    assert post_envelope(client, bank, raw).status_code == 201
+    forged = envelope(bank, payload(bank), key=new_key()[0], keyid=keyid)
+    problem_of(post_envelope(client, bank, forged), 422, "envelope_signature_invalid")
+
+
+def test_the_key_that_signed_the_request_is_not_looked_up_again_for_the_envelope(
+    app: Flask, client: FlaskClient, bank: Member
+) -> None:
+    engine = app.extensions[EXTENSION].engine
+    reads: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "member_keys" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        assert submit(client, bank, payload(bank)).status_code == 201
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert len(reads) == 1, reads  # authentication's
 
 
 # --- size ------------------------------------------------------------------------------------
