@@ -12,9 +12,9 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -69,9 +69,10 @@ _LAST_CLEARED = select(func.max(Tombstone.last_sequence)).where(
     Tombstone.account_index == bindparam("account_index"),
 )
 _BORROWER = select(Borrower).where(Borrower.id_index == bindparam("id_index"))
+_REPORTS = cast(Table, Report.__table__)
 _SET_RECEIPT = (
-    update(Report.__table__)
-    .where(Report.__table__.c.id == bindparam("row_id"))
+    update(_REPORTS)
+    .where(_REPORTS.c.id == bindparam("row_id"))
     .values(receipt=bindparam("signed_receipt"))
 )
 
