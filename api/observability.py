@@ -37,11 +37,11 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 from sqlalchemy import event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from api.errors import ProblemSchema
 from api.signing import require_operator
-from registry.models import Tombstone
+from registry.clearing import CLEARINGS_NOTED
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # An upstream proxy's request id is kept only when it is plainly an id (no room for data).
@@ -93,32 +93,52 @@ def count_inquiry(purpose: str, outcome: str) -> None:
     INQUIRIES.labels(purpose, outcome).inc()
 
 
-def count_clearing(reason: str) -> None:
-    """One record cleared, by ``ClearReason`` value."""
-    CLEARINGS.labels(reason).inc()
+def count_clearing(reason: str, count: int = 1) -> None:
+    """``count`` records cleared, by ``ClearReason`` value."""
+    CLEARINGS.labels(reason).inc(count)
+
+
+_SAVEPOINT_MARKS = "observability.clearing_marks"
 
 
 def watch_clearings(sessions: sessionmaker[Session]) -> None:
-    """Count clearings made through this session factory, when their transaction commits.
+    """Count clearings made through this session factory once, when their transaction commits.
 
-    A clearing always leaves a ``Tombstone`` (reason, no personal data), so the tombstones a
-    session flushed are the clearings it made. This keeps ``registry`` free of any metrics code.
+    Clearing code notes each clearing's reason in ``session.info`` (``registry.clearing.
+    note_clearings``); this keeps ``registry`` free of any metrics code. A savepoint that rolls
+    back drops what was noted inside it; releasing a savepoint counts nothing yet (the enclosing
+    transaction may still roll back); the outermost transaction's end, committed or not, leaves
+    nothing behind for the session's next transaction.
     """
 
-    @event.listens_for(sessions, "after_flush")
-    def _collect(session: Session, _context: Any) -> None:
-        reasons = [o.reason for o in session.new if isinstance(o, Tombstone)]
-        if reasons:
-            session.info.setdefault("cleared_reasons", []).extend(reasons)
+    @event.listens_for(sessions, "after_transaction_create")
+    def _mark(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            marks = session.info.setdefault(_SAVEPOINT_MARKS, {})
+            marks[transaction] = len(session.info.get(CLEARINGS_NOTED, ()))
+
+    @event.listens_for(sessions, "after_rollback")
+    def _drop(session: Session) -> None:
+        # Fired for the savepoint or outermost transaction actually rolled back, while open.
+        noted = session.info.get(CLEARINGS_NOTED)
+        if noted:
+            savepoint = session.get_nested_transaction()
+            del noted[session.info.get(_SAVEPOINT_MARKS, {}).get(savepoint, 0) :]
 
     @event.listens_for(sessions, "after_commit")
     def _count(session: Session) -> None:
-        for reason in session.info.pop("cleared_reasons", []):
-            count_clearing(reason)
+        if session.in_nested_transaction():
+            return
+        for reason, cleared in session.info.pop(CLEARINGS_NOTED, ()):
+            count_clearing(reason, cleared)
 
-    @event.listens_for(sessions, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop("cleared_reasons", None)
+    @event.listens_for(sessions, "after_transaction_end")
+    def _end(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            session.info.get(_SAVEPOINT_MARKS, {}).pop(transaction, None)
+        elif transaction.parent is None:
+            session.info.pop(CLEARINGS_NOTED, None)
+            session.info.pop(_SAVEPOINT_MARKS, None)
 
 
 # --- JSON logs -----------------------------------------------------------------------------

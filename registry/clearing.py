@@ -120,6 +120,22 @@ class DueRecord:
     account_ref_ct: bytes
 
 
+CLEARINGS_NOTED = "registry.clearings"
+"""``session.info`` key: the clearings made in the session's transaction, as ``(reason, count)``
+pairs in the order they were made (see :func:`note_clearings`)."""
+
+
+def note_clearings(session: Session, reason: ClearReason, count: int) -> None:
+    """Leave in ``session.info`` that ``count`` records were cleared for ``reason``.
+
+    Facts only: whoever counts clearings (``api.observability.watch_clearings``) counts them when
+    the transaction commits and drops them when it does not, so ``registry`` holds no metrics
+    code and tombstones need not be ORM objects. Pairs are only ever appended, so a savepoint
+    that rolls back undoes exactly what was noted after the list's length when it began.
+    """
+    session.info.setdefault(CLEARINGS_NOTED, []).append((reason.value, count))
+
+
 CHUNK = 500
 """Records cleared per round of statements: bounds the rows built in memory per statement and
 keeps the one expanded ``IN`` list (blind indexes) well under SQLite's bound-parameter limit."""
@@ -274,7 +290,7 @@ class Clearer:
         )
         key_rows: list[dict[str, Any]] = []
         certificate_rows: list[dict[str, Any]] = []
-        tombstones: list[Tombstone] = []
+        tombstone_rows: list[dict[str, Any]] = []
         for record in records:
             key_row, certificate_row = self._certify(
                 record,
@@ -285,14 +301,14 @@ class Clearer:
             )
             key_rows.append(key_row)
             certificate_rows.append(certificate_row)
-            tombstones.append(
-                Tombstone(
-                    institution_id=record.institution_id,
-                    account_index=record.account_index,
-                    last_sequence=record.sequence,
-                    reason=reason.value,
-                    cleared_at=now,
-                )
+            tombstone_rows.append(
+                {
+                    "institution_id": record.institution_id,
+                    "account_index": record.account_index,
+                    "last_sequence": record.sequence,
+                    "reason": reason.value,
+                    "cleared_at": now,
+                }
             )
         keys, certificates = _table(DataKey), _table(ClearanceCertificate)
         connection.execute(insert(keys), key_rows)
@@ -305,10 +321,7 @@ class Clearer:
             ),
             certificate_rows,
         )
-        # NOTE: tombstones go through the ORM's flush, not Core: the app counts clearings by the
-        # tombstones its sessions flush (api.observability.watch_clearings).
-        session.add_all(tombstones)
-        session.flush()
+        connection.execute(insert(_table(Tombstone)), tombstone_rows)
 
         gone: dict[type[Base], list[int]] = {Delinquency: record_ids}
         doomed_keys = [r.data_key_id for r in records]
@@ -364,6 +377,7 @@ class Clearer:
         )
         gone[DataKey] = doomed_keys
         _forget(session, {model: set(ids) for model, ids in gone.items()})
+        note_clearings(session, reason, len(records))
 
     def _certify(
         self,

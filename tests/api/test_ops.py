@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
@@ -19,7 +19,10 @@ from api.observability import watch_clearings
 from crypto import ed25519
 from factories import Member, admit, envelope, national_id, new_key, payload, signed, submit
 from registry import operators
-from registry.models import Institution, Tombstone
+from registry.clearing import Clearer, ClearReason, note_clearings
+from registry.models import Delinquency
+from registry.policy import Policy
+from registry.secrets import load_key_material
 from registry.settings import Settings
 
 
@@ -159,34 +162,90 @@ def test_batch_outcomes_and_clearings_are_counted(
     assert delta("registry_clearings_total", reason="settled") == 1
 
 
-def test_clearings_are_counted_on_commit_only(engine: Engine, bank: Member) -> None:
+def cleared_fraud() -> float:
+    return REGISTRY.get_sample_value("registry_clearings_total", {"reason": "fraud"}) or 0.0
+
+
+def watched(engine: Engine) -> sessionmaker[Session]:
     sessions = sessionmaker(bind=engine)
     watch_clearings(sessions)
+    return sessions
 
-    def counted() -> float:
-        found = REGISTRY.get_sample_value("registry_clearings_total", {"reason": "fraud"})
-        return found or 0.0
 
+def test_clearings_are_counted_once_on_commit_and_forgotten_otherwise(engine: Engine) -> None:
+    sessions = watched(engine)
+    start = cleared_fraud()
     with sessions() as s:
-        institution = s.scalar(select(Institution.id).where(Institution.code == bank.code))
-        assert institution is not None
-
-        def tombstone() -> Tombstone:
-            now = dt.datetime.now(dt.UTC)
-            return Tombstone(
-                institution_id=institution, last_sequence=1, reason="fraud", cleared_at=now
-            )
-
-        start = counted()
-        s.add(tombstone())
-        s.flush()
+        s.begin()
+        note_clearings(s, ClearReason.FRAUD, 2)
         s.rollback()
-        assert counted() == start
-        s.add(tombstone())
-        s.flush()
-        assert counted() == start
+        assert cleared_fraud() == start
+        s.begin()
+        note_clearings(s, ClearReason.FRAUD, 2)
+        note_clearings(s, ClearReason.FRAUD, 1)
+        assert cleared_fraud() == start
         s.commit()
-        assert counted() == start + 1
+        assert cleared_fraud() == start + 3
+        with s.begin():
+            pass
+        assert cleared_fraud() == start + 3
+        s.begin()
+        note_clearings(s, ClearReason.FRAUD, 5)
+        s.close()  # ends the transaction without a commit and without a rollback event
+        with s.begin():
+            pass
+    assert cleared_fraud() == start + 3
+
+
+def test_clearings_in_savepoints_count_only_when_the_outer_transaction_commits(
+    engine: Engine,
+) -> None:
+    sessions = watched(engine)
+    start = cleared_fraud()
+    with sessions() as s, s.begin():
+        note_clearings(s, ClearReason.FRAUD, 1)
+        undone = s.begin_nested()
+        note_clearings(s, ClearReason.FRAUD, 10)
+        inner = s.begin_nested()
+        note_clearings(s, ClearReason.FRAUD, 100)
+        inner.commit()
+        undone.rollback()
+        with s.begin_nested():
+            note_clearings(s, ClearReason.FRAUD, 1000)
+        assert cleared_fraud() == start  # a released savepoint is not a commit
+    assert cleared_fraud() == start + 1001
+    with sessions() as s:
+        s.begin()
+        with s.begin_nested():
+            note_clearings(s, ClearReason.FRAUD, 7)
+        s.rollback()
+    assert cleared_fraud() == start + 1001
+
+
+def test_a_clearing_its_savepoint_undid_is_not_counted(
+    client: FlaskClient, bank: Member, engine: Engine, settings: Settings
+) -> None:
+    assert submit(client, bank, payload(bank)).status_code == 201
+    clearer = Clearer(load_key_material(settings), Policy())
+    sessions = watched(engine)
+    start = cleared_fraud()
+
+    def clear_the_record(session: Session) -> None:
+        record = session.scalars(select(Delinquency)).one()
+        account_ref = clearer.account_ref(record)
+        now = dt.datetime.now(dt.UTC)
+        clearer.clear(session, record, ClearReason.FRAUD, now, account_ref=account_ref)
+
+    with sessions() as s, s.begin():
+        savepoint = s.begin_nested()
+        clear_the_record(s)
+        savepoint.rollback()
+    assert cleared_fraud() == start
+    with sessions() as s, s.begin():
+        assert s.scalar(select(func.count()).select_from(Delinquency)) == 1
+        with s.begin_nested():
+            clear_the_record(s)
+    assert cleared_fraud() == start + 1
 
 
 def test_inquiry_counter_takes_purpose_and_outcome(client: FlaskClient, operator: Member) -> None:
