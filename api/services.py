@@ -41,11 +41,21 @@ def services() -> Services:
     return svc
 
 
-def db() -> Session:
+def request_session() -> Session:
     """The request's session, opened on first use and closed at teardown."""
     if "db" not in g:
         g.db = services().sessions()
     session: Session = g.db
+    return session
+
+
+def db() -> Session:
+    """The request's session, for a view: the signed request's nonce is written first.
+
+    A replayed request is refused here (401), before the view reads or writes anything.
+    """
+    session = request_session()
+    authn.write_nonce(session)
     return session
 
 

@@ -4,8 +4,10 @@ Each audience's blueprint installs its own hook (``require_member`` or ``require
 ``before_request``, so a route added to a blueprint is protected before its view is written.
 
 The hook writes the request's nonce in the request's transaction, which the view then commits
-with its work; :func:`settle_nonce` (installed by ``create_app`` after every request, and again
-at teardown) records the nonce on its own when that work was rolled back or never committed.
+with its work; a view marked :func:`prepares_before_writing` has it written by its first
+``db()`` instead. :func:`settle_nonce` (installed by ``create_app`` after every request, and
+again at teardown) records the nonce on its own when that work was rolled back or never
+committed.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 
-from api.services import db, services
+from api.services import request_session, services
 from registry import authn
 from registry.authn import Caller, authenticate, authenticate_operator
+from registry.db import begin_read, end_read
 from registry.models import Operator
 
 T = TypeVar("T")
@@ -32,12 +35,37 @@ def target_uri() -> str:
     return request.url
 
 
+V = TypeVar("V", bound=type)
+
+_PREPARES = "prepares_before_writing"
+
+
+def prepares_before_writing(view_class: V) -> V:
+    """Mark a view that does CPU work (verifying, validating) before its first ``db()``.
+
+    Its request's nonce is written by that first ``db()`` instead of right after
+    authentication, and on SQLite authentication reads without the write lock, so the
+    view's preparation runs while other requests write. The view must not change anything
+    before calling ``db()``; a replay is refused there.
+    """
+    setattr(view_class, _PREPARES, True)
+    return view_class
+
+
+def _view_prepares() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(getattr(view, "view_class", None), _PREPARES, False))
+
+
 def _verified(authenticator: Callable[..., T]) -> T:
-    """Run ``authenticator`` over this request (its nonce left in the open transaction)."""
+    """Run ``authenticator`` over this request, then write its nonce (or leave it to the view)."""
     svc = services()
-    session = db()
+    session = request_session()
+    prepares = _view_prepares()
     try:
-        return authenticator(
+        if prepares:
+            begin_read(session)
+        who = authenticator(
             session,
             svc.settings,
             method=request.method,
@@ -46,6 +74,11 @@ def _verified(authenticator: Callable[..., T]) -> T:
             body=request.get_data(cache=True),
             now=svc.clock(),
         )
+        if prepares:
+            end_read(session)
+        else:
+            authn.write_nonce(session)
+        return who
     except BaseException:
         session.rollback()
         raise

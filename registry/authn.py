@@ -4,10 +4,14 @@ The nonce table is shared by every worker and host (it is in the database), so a
 request cannot be replayed against another worker within the replay window.
 
 The nonce is written in the session's open transaction, so it commits with the request's own
-work: one transaction (one commit, one fsync) per request instead of two. A request whose work
-is rolled back (a refusal) would lose its nonce with it; :func:`settle_nonce`, called once the
-request is answered, records it again in a transaction of its own, so a refused request is
-consumed too and a captured copy of it cannot be replayed later.
+work: one transaction (one commit, one fsync) per request instead of two. Authentication only
+remembers it (:func:`expect_nonce`); the HTTP layer writes it (:func:`write_nonce`) right
+after authentication, or at the first write of a view that prepares its work first.
+
+A request whose work is rolled back (a refusal) would lose its nonce with it;
+:func:`settle_nonce`, called once the request is answered, records it again in a transaction
+of its own, so a refused request is consumed too and a captured copy of it cannot be replayed
+later.
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ def authenticate(
     body: bytes,
     now: dt.datetime,
 ) -> Caller:
-    """Verify the request signature, the key's state, the member's state and the nonce."""
+    """Verify the request signature, the key's state and the member's state.
+
+    The nonce is left for :func:`write_nonce` (the caller decides when the request starts
+    writing; see :func:`expect_nonce`).
+    """
     keys: dict[str, MemberKey] = {}
 
     def lookup(keyid: str) -> bytes | None:
@@ -75,7 +83,7 @@ def authenticate(
     member = key.institution
     if not member.is_active:
         raise Forbidden("the member is suspended", code="member_suspended")
-    consume_nonce(session, settings, verified, now)
+    expect_nonce(session, settings, verified, now)
     return Caller(institution=member, key=key)
 
 
@@ -106,7 +114,7 @@ def authenticate_operator(
     operator = found[verified.keyid]
     if operator.revoked_at is not None and now >= operator.revoked_at:
         raise NotAuthenticated("the signing key is revoked", code="key_revoked")
-    consume_nonce(session, settings, verified, now)
+    expect_nonce(session, settings, verified, now)
     return operator
 
 
@@ -135,6 +143,36 @@ def _verify(
 
 
 _NONCE = "registry.authn.nonce"
+_EXPECTED = "registry.authn.expected_nonce"
+
+
+@dataclass(frozen=True)
+class ExpectedNonce:
+    """A verified request's nonce that is still to be written (by :func:`write_nonce`)."""
+
+    verified: httpsig.VerifiedRequest
+    window_seconds: int
+    now: dt.datetime
+
+
+def expect_nonce(
+    session: Session, settings: Settings, verified: httpsig.VerifiedRequest, now: dt.datetime
+) -> None:
+    """Remember the request's nonce; :func:`write_nonce` writes it, or :func:`settle_nonce`.
+
+    Writing it is the request's first write. Keeping it apart from authentication lets a
+    request do its CPU work (verifying and validating a report) before it writes anything,
+    which on SQLite means before it takes the database's one write lock.
+    """
+    window = settings.replay_window_seconds + settings.clock_skew_seconds
+    session.info[_EXPECTED] = ExpectedNonce(verified, window, now)
+
+
+def write_nonce(session: Session) -> None:
+    """Write the expected nonce, if any, in the open transaction; a replay is refused here."""
+    expected: ExpectedNonce | None = session.info.pop(_EXPECTED, None)
+    if expected is not None:
+        _insert_nonce(session, expected.verified, expected.window_seconds, expected.now)
 
 
 @dataclass
@@ -156,7 +194,14 @@ def consume_nonce(
     No savepoint: a duplicate is a replay, and the whole transaction is then rolled back
     (nothing else has been done in it yet).
     """
-    window = settings.replay_window_seconds + settings.clock_skew_seconds
+    _insert_nonce(
+        session, verified, settings.replay_window_seconds + settings.clock_skew_seconds, now
+    )
+
+
+def _insert_nonce(
+    session: Session, verified: httpsig.VerifiedRequest, window: int, now: dt.datetime
+) -> None:
     expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
     try:
         session.execute(
@@ -187,7 +232,9 @@ def _nonce_committed(session: Session) -> None:
 
 
 def nonce_pending(session: Session) -> bool:
-    """True while this session's request nonce has not been committed."""
+    """True while this session's request nonce has not been committed (or not yet written)."""
+    if _EXPECTED in session.info:
+        return True
     use: NonceUse | None = session.info.get(_NONCE)
     return use is not None and not use.durable
 
@@ -200,14 +247,23 @@ def settle_nonce(session: Session) -> None:
     transaction of its own. A duplicate here means a concurrent copy of the request recorded
     it in between: the nonce is consumed either way.
     """
+    expected: ExpectedNonce | None = session.info.pop(_EXPECTED, None)
     use: NonceUse | None = session.info.pop(_NONCE, None)
-    if use is None or use.durable:
+    if expected is not None:
+        window = dt.timedelta(seconds=expected.window_seconds)
+        created = dt.datetime.fromtimestamp(expected.verified.created, dt.UTC)
+        keyid, nonce, expires_at = (
+            expected.verified.keyid,
+            expected.verified.nonce,
+            created + window,
+        )
+    elif use is not None and not use.durable:
+        keyid, nonce, expires_at = use.keyid, use.nonce, use.expires_at
+    else:
         return
     session.rollback()
     try:
-        session.execute(
-            _INSERT_NONCE, {"keyid": use.keyid, "nonce": use.nonce, "expires_at": use.expires_at}
-        )
+        session.execute(_INSERT_NONCE, {"keyid": keyid, "nonce": nonce, "expires_at": expires_at})
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -55,6 +55,24 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def begin_read(session: Session) -> None:
+    """Begin the session's transaction as a reader: on SQLite, without the write lock.
+
+    :func:`end_read` must close it before the session writes: SQLite cannot turn a deferred
+    read into a write once another writer has committed, so writes begin ``IMMEDIATE``.
+    """
+    session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+
+
+def end_read(session: Session) -> None:
+    """Close a :func:`begin_read` transaction on SQLite; elsewhere it goes on (no lock to free).
+
+    A commit, not a rollback: the session keeps what it loaded (``expire_on_commit=False``).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.commit()
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -78,6 +78,20 @@ _SET_RECEIPT = (
 
 
 @dataclass(frozen=True)
+class Checked:
+    """A report whose envelope verified, with what applying it needs.
+
+    ``error`` is a validation refusal, given only if the report id is new: a resend gets its
+    receipt even if the payload would not pass today's checks.
+    """
+
+    report_id: str
+    digest: str
+    report: p.ReportPayload | None
+    error: RegistryError | None
+
+
+@dataclass(frozen=True)
 class IntakeResult:
     report_id: str
     receipt: bytes
@@ -118,18 +132,20 @@ class Intake:
         now: dt.datetime,
         *,
         known_keys: Sequence[MemberKey] = (),
+        checked: Checked | None = None,
     ) -> IntakeResult:
         """Accept ``raw`` (a DSSE envelope) and commit, or raise and leave nothing behind.
 
         ``known_keys`` are keys already read in this transaction (the key that signed the
-        request): an envelope signed by one of them needs no look-up of its own.
+        request): an envelope signed by one of them needs no look-up of its own. ``checked``
+        is what :meth:`check` made of ``raw``, when the caller checked it before writing.
 
         A unique-key race with a concurrent submission of the same report or account is
         retried from the start, where it resolves into a receipt or a clear conflict.
         """
         for attempt in range(MAX_ATTEMPTS):
             try:
-                result = self._submit(session, caller, raw, now, known_keys)
+                result = self._submit(session, caller, raw, now, known_keys, checked)
                 session.commit()
                 return result
             except IntegrityError:
@@ -163,11 +179,11 @@ class Intake:
         raw: bytes,
         now: dt.datetime,
         known_keys: Sequence[MemberKey] = (),
+        checked: Checked | None = None,
     ) -> IntakeResult:
-        envelope = self._verify(session, caller, raw, now, known_keys)
-        document = decode_payload(envelope.payload)
-        report_id = p.peek_report_id(document)
-        digest = hashlib.sha256(raw).hexdigest()
+        if checked is None:
+            checked = self.check(lambda: session, caller, raw, now, known_keys=known_keys)
+        report_id, digest = checked.report_id, checked.digest
         existing = self._report(session, caller, report_id)
         if existing is not None:
             if existing.envelope_sha256 == digest:
@@ -178,7 +194,10 @@ class Intake:
                 code="report_id_conflict",
                 extra={"report_id": report_id},
             )
-        report = self.parse_payload(caller, document, now)
+        if checked.error is not None:
+            raise checked.error
+        report = checked.report
+        assert report is not None
         before = alerts.capture(session, self._material, caller, report)
         delinquency, key = self._apply(session, caller, report, now)
         alerts.on_report(session, caller, report.kind, before, delinquency, now)
@@ -198,9 +217,33 @@ class Intake:
             return None
         return IntakeResult(report_id, existing.receipt, created=False)
 
+    def check(
+        self,
+        session: Callable[[], Session],
+        caller: Institution,
+        raw: bytes,
+        now: dt.datetime,
+        *,
+        known_keys: Sequence[MemberKey] = (),
+    ) -> Checked:
+        """Verify and validate ``raw`` without writing: CPU work, before any write lock.
+
+        ``session`` is called only if the envelope names a key not in ``known_keys``.
+        Raises the refusal of an envelope that does not verify.
+        """
+        envelope = self._verify(session, caller, raw, now, known_keys)
+        document = decode_payload(envelope.payload)
+        report_id = p.peek_report_id(document)
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            report = self.parse_payload(caller, document, now)
+        except RegistryError as exc:
+            return Checked(report_id, digest, None, exc)
+        return Checked(report_id, digest, report, None)
+
     def _verify(
         self,
-        session: Session,
+        session: Callable[[], Session],
         caller: Institution,
         raw: bytes,
         now: dt.datetime,
@@ -210,7 +253,7 @@ class Intake:
         keyids = {s.keyid for s in envelope.signatures}
         keys = [k for k in known_keys if k.keyid in keyids]
         if len(keys) < len(keyids):
-            keys = list(session.scalars(_KEYS, {"keyids": sorted(keyids)}))
+            keys = list(session().scalars(_KEYS, {"keyids": sorted(keyids)}))
         return check_signature(envelope, keys, caller, now)
 
     def parse_payload(

@@ -60,6 +60,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             engines.append("postgresql")
         if metafunc.definition.get_closest_marker("postgresql_only"):
             engines.remove("sqlite")
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            engines = ["sqlite"]
         metafunc.parametrize("engine_name", engines, scope="session")
 
 

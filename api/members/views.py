@@ -9,7 +9,7 @@ from api.errors import ProblemSchema, from_registry_error
 from api.members.schemas import EnvelopeSchema
 from api.observability import count_report
 from api.services import db, services
-from api.signing import caller, require_member
+from api.signing import caller, prepares_before_writing, require_member
 from registry import receipts
 from registry.batch import (
     MAX_BATCH_BYTES,
@@ -58,6 +58,7 @@ def _document_errors(*codes: int) -> dict[str, dict[str, object]]:
 
 
 @blp.route("/reports")
+@prepares_before_writing
 class Reports(MethodView):
     @blp.doc(
         security=SIGNED,
@@ -81,15 +82,11 @@ class Reports(MethodView):
     def post(self) -> Response:
         """Submit one signed delinquency report."""
         svc = services()
-        who = caller()
+        who, raw, now = caller(), request.get_data(cache=True), svc.clock()
         try:
-            result = svc.intake.submit(
-                db(),
-                who.institution,
-                request.get_data(cache=True),
-                svc.clock(),
-                known_keys=[who.key],
-            )
+            # Checked before the first db(): on SQLite, before taking the write lock.
+            checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+            result = svc.intake.submit(db(), who.institution, raw, now, checked=checked)
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)
             raise

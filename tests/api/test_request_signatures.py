@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from conftest import Clock
 from crypto import httpsig
 from factories import Member, admit, envelope, national_id, new_key, payload, signed
 from registry import authn, members
+from registry.intake import Checked, Intake
 from registry.models import RequestNonce
 
 REPLAY_WINDOW = 300
@@ -155,16 +157,27 @@ def test_the_signature_must_cover_the_required_components(
 
 
 class Statements:
-    """Counts what an engine sends: statements and commits."""
+    """Counts what an engine sends: statements, and commits of transactions that wrote.
+
+    A commit that ends a read (SQLite's lock-free authentication read) writes nothing to
+    disk, so it is counted apart, in ``read_commits``.
+    """
 
     def __init__(self, engine: Engine) -> None:
-        self.engine, self.sql, self.commits = engine, list[str](), 0
+        self.engine, self.sql, self.commits, self.read_commits = engine, list[str](), 0, 0
+        self._wrote = False
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.sql.append(statement)
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            self._wrote = True
 
     def _commit(self, _conn: Any) -> None:
-        self.commits += 1
+        if self._wrote:
+            self.commits += 1
+        else:
+            self.read_commits += 1
+        self._wrote = False
 
     def __enter__(self) -> Statements:
         event.listen(self.engine, "before_cursor_execute", self._statement)
@@ -192,6 +205,42 @@ def test_an_accepted_report_commits_its_nonce_and_its_work_in_one_transaction(
     assert response.status_code == 201, response.get_data(as_text=True)
     assert seen.commits == 1
     assert nonces(session) == ["one-commit-0123456789"]
+
+
+@pytest.mark.sqlite_only
+def test_a_report_is_verified_and_validated_while_other_requests_can_write(
+    app: Flask, client: FlaskClient, bank: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one write lock: the report's first write (its nonce) takes it, not the
+    authentication before it, so other workers write while this one checks signatures."""
+    path = app.extensions["registry"].engine.url.database
+    free: list[bool] = []
+    original = Intake.check
+
+    def probing(self: Intake, *args: Any, **kwargs: Any) -> Checked:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            other.close()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Intake, "check", probing)
+    raw = envelope(bank, payload(bank))
+    with Statements(app.extensions["registry"].engine) as seen:
+        response = signed(client, bank, "POST", "/v1/reports", raw, nonce="lock-free-0123456789")
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert free == [True]
+    assert seen.commits == 1
+    refused(
+        signed(client, bank, "POST", "/v1/reports", raw, nonce="lock-free-0123456789"),
+        401,
+        "request_replayed",
+    )
 
 
 def test_a_refused_report_cannot_be_replayed_later(
