@@ -1,0 +1,34 @@
+"""gunicorn.conf.py: the worker hooks, run the way gunicorn runs them (in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import gc, runpy
+conf = runpy.run_path("gunicorn.conf.py")
+tracked = len(gc.get_objects())
+conf["post_worker_init"](None)
+print(gc.get_freeze_count(), tracked, len(gc.get_objects()))
+"""
+
+
+def test_a_worker_freezes_what_loading_it_allocated() -> None:
+    with tempfile.TemporaryDirectory() as metrics:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE],
+            cwd=ROOT,
+            env={"PROMETHEUS_MULTIPROC_DIR": metrics, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    frozen, tracked_before, tracked_after = map(int, done.stdout.split())
+    assert frozen > 0
+    assert tracked_after < tracked_before // 10
