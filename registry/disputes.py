@@ -26,8 +26,8 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, Exists, exists, select
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 from registry import notify
 from registry.clearing import Clearer, ClearReason
@@ -425,6 +425,14 @@ def _expire(session: Session, material: KeyMaterial, record: Delinquency, now: d
             now=now,
         )
     return len(due)
+
+
+def under_dispute(record_id: ColumnElement[int] | QueryableAttribute[int]) -> Exists:
+    """The rule of ``open_dispute_record_ids`` as an SQL condition on one record's id.
+
+    For a caller that reads the records anyway: the flag comes with each row.
+    """
+    return exists().where(Dispute.delinquency_id == record_id, Dispute.status.in_(UNANSWERED))
 
 
 def open_dispute_record_ids(session: Session, record_ids: Collection[int]) -> set[int]:

@@ -23,9 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Row, ScalarSelect, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -113,6 +113,78 @@ class InquiryAnswer:
     statement: bytes
 
 
+# --- the statements of an inquiry, built once ---------------------------------------------
+# NOTE: building an SQLAlchemy statement costs about as much as running it, and every inquiry
+# runs these; they are executed on the session's connection (Core), without the ORM's
+# per-statement work, except the records, which are read as ORM objects.
+
+_QUOTA_USED = select(QuotaUsage.used).where(
+    QuotaUsage.institution_id == bindparam("member"), QuotaUsage.day == bindparam("today")
+)
+_QUOTA_ROW = select(QuotaUsage.id).where(
+    QuotaUsage.institution_id == bindparam("member"), QuotaUsage.day == bindparam("today")
+)
+_TAKE_QUOTA = (
+    update(QuotaUsage)
+    .where(
+        QuotaUsage.institution_id == bindparam("member"),
+        QuotaUsage.day == bindparam("today"),
+        QuotaUsage.used < bindparam("quota"),
+    )
+    .values(used=QuotaUsage.used + 1)
+)
+_COUNT_ATTEMPT = (
+    update(QuotaUsage)
+    .where(QuotaUsage.institution_id == bindparam("member"), QuotaUsage.day == bindparam("today"))
+    .values(used=QuotaUsage.used + 1)
+)
+
+
+def _credit_applications_since(name: str) -> ScalarSelect[int]:
+    """Answered credit-application inquiries on the borrower, by any member, since ``name``."""
+    return (
+        select(func.count())
+        .where(
+            Inquiry.borrower_index == bindparam("borrower_index"),
+            Inquiry.purpose == Purpose.CREDIT_APPLICATION.value,
+            Inquiry.outcome == "answered",
+            Inquiry.created_at >= bindparam(name),
+        )
+        .scalar_subquery()
+    )
+
+
+# Everything an inquiry reads before its records, in one round trip: the quota used today, the
+# borrower's id, the member's relationship to the borrower (the rules of ``relationships``),
+# recent credit applications, and whether there is any borrower statement to open.
+_LOOK_UP = select(
+    _QUOTA_USED.scalar_subquery().label("quota_used"),
+    select(Borrower.id)
+    .where(Borrower.id_index == bindparam("borrower_index"))
+    .scalar_subquery()
+    .label("borrower_id"),
+    relationships.own_record(bindparam("member"), bindparam("borrower_index")).label("own_record"),
+    relationships.open_delinquency(bindparam("member"), bindparam("borrower_index")).label(
+        "open_delinquency"
+    ),
+    _credit_applications_since("since_30d").label("recent_30d"),
+    _credit_applications_since("since_90d").label("recent_90d"),
+    statements.any_statement(bindparam("borrower_index")).label("any_statement"),
+)
+_RECORDS = (
+    select(Delinquency, disputes.under_dispute(Delinquency.id).label("under_dispute"))
+    .options(joinedload(Delinquency.data_key))  # each record is decrypted
+    .where(
+        Delinquency.borrower_id == bindparam("borrower_id"),
+        Delinquency.suppressed_at.is_(None),
+    )
+    .order_by(Delinquency.first_delinquency_date, Delinquency.id)
+)
+_DATA_KEYS = cast(Table, DataKey.__table__)
+_INSERT_KEY = insert(_DATA_KEYS).returning(_DATA_KEYS.c.id)
+_INSERT_INQUIRY = insert(cast(Table, Inquiry.__table__))
+
+
 def parse_request(raw: bytes) -> InquiryRequest:
     """Strict JSON, every broken rule named at once; messages never echo the values."""
     try:
@@ -196,18 +268,22 @@ class Inquiries:
         ``evidence`` is the signed request (method, target URI, signature headers); it is
         kept encrypted with the inquiry, as is the body.
         """
-        self._check_quota(session, caller, now)
         purpose_hint: str = "invalid"
         index: bytes | None = None
         try:
-            request = parse_request(raw)
+            try:
+                request = parse_request(raw)
+            except RegistryError:
+                self._check_quota(session, caller, now)  # past its quota, it learns nothing
+                raise
             purpose_hint = request.purpose.value
             index = self.borrower_index(request.national_id)
+            facts = self._look_up(session, caller, index, now)
             basis, consent_id, consent_reference = self._authorize(
-                session, caller, request, index, now
+                session, caller, request, index, facts, now
             )
             ref = secrets.token_hex(16)
-            document = self._history(session, caller, request, index, basis, ref, now)
+            document = self._history(session, caller, request, index, facts, basis, ref, now)
             statement = dsse.sign_envelope(
                 STATEMENT_PAYLOAD_TYPE,
                 json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(),
@@ -234,7 +310,7 @@ class Inquiries:
             self._observer(purpose_hint, "answered")
             return InquiryAnswer(inquiry_id=ref, statement=statement)
         except RateLimited:
-            session.rollback()  # the quota went to a concurrent attempt: nothing is kept
+            session.rollback()  # quota used up, or taken by a concurrent attempt: nothing kept
             raise
         except RegistryError as exc:
             session.rollback()
@@ -266,14 +342,49 @@ class Inquiries:
     # --- quota -------------------------------------------------------------------------
 
     def _check_quota(self, session: Session, caller: Institution, now: dt.datetime) -> None:
-        """Refuse at once when today's quota is used up (a read: no lock, nothing written)."""
-        limit = self._policy.inquiry_quota(caller.code)
+        """Refuse at once when today's quota is used up (a read: no lock, nothing written).
+
+        For a request too broken to look anything up; a valid one is checked by ``_look_up``.
+        """
         day = now.astimezone(dt.UTC).date()
-        used = session.scalar(
-            select(QuotaUsage.used).where(
-                QuotaUsage.institution_id == caller.id, QuotaUsage.day == day
+        used = session.connection().execute(_QUOTA_USED, {"member": caller.id, "today": day})
+        self._refuse_past_quota(session, caller, used.scalar(), day, now)
+
+    def _look_up(
+        self, session: Session, caller: Institution, index: bytes, now: dt.datetime
+    ) -> Row[Any]:
+        """Today's quota and what the inquiry needs to know before its records (``_LOOK_UP``).
+
+        One statement; the quota is judged before anything else it read is used, so a member
+        past its quota still learns nothing.
+        """
+        day = now.astimezone(dt.UTC).date()
+        facts = (
+            session.connection()
+            .execute(
+                _LOOK_UP,
+                {
+                    "member": caller.id,
+                    "today": day,
+                    "borrower_index": index,
+                    "since_30d": now - dt.timedelta(days=30),
+                    "since_90d": now - dt.timedelta(days=90),
+                },
             )
+            .one()
         )
+        self._refuse_past_quota(session, caller, facts.quota_used, day, now)
+        return facts
+
+    def _refuse_past_quota(
+        self,
+        session: Session,
+        caller: Institution,
+        used: int | None,
+        day: dt.date,
+        now: dt.datetime,
+    ) -> None:
+        limit = self._policy.inquiry_quota(caller.code)
         if limit < 1 or (used is not None and used >= limit):
             session.rollback()
             raise self._exhausted(limit, day, now)
@@ -285,23 +396,14 @@ class Inquiries:
         """
         limit = self._policy.inquiry_quota(caller.code)
         day = now.astimezone(dt.UTC).date()
+        connection = session.connection()
         for _ in range(3):
-            taken = session.execute(
-                update(QuotaUsage)
-                .where(
-                    QuotaUsage.institution_id == caller.id,
-                    QuotaUsage.day == day,
-                    QuotaUsage.used < limit,
-                )
-                .values(used=QuotaUsage.used + 1)
+            taken = connection.execute(
+                _TAKE_QUOTA, {"member": caller.id, "today": day, "quota": limit}
             )
-            if getattr(taken, "rowcount", 0):
+            if taken.rowcount:
                 return
-            exists = session.scalar(
-                select(QuotaUsage.id).where(
-                    QuotaUsage.institution_id == caller.id, QuotaUsage.day == day
-                )
-            )
+            exists = connection.execute(_QUOTA_ROW, {"member": caller.id, "today": day}).scalar()
             if exists is not None or limit < 1:
                 raise self._exhausted(limit, day, now)
             try:
@@ -317,13 +419,10 @@ class Inquiries:
     def _count_attempt(self, session: Session, caller: Institution, now: dt.datetime) -> None:
         """A refused attempt counts too, even past the limit (it was within it when checked)."""
         day = now.astimezone(dt.UTC).date()
+        connection = session.connection()
         for _ in range(3):
-            counted = session.execute(
-                update(QuotaUsage)
-                .where(QuotaUsage.institution_id == caller.id, QuotaUsage.day == day)
-                .values(used=QuotaUsage.used + 1)
-            )
-            if getattr(counted, "rowcount", 0):
+            counted = connection.execute(_COUNT_ATTEMPT, {"member": caller.id, "today": day})
+            if counted.rowcount:
                 return
             try:
                 with session.begin_nested():
@@ -352,15 +451,20 @@ class Inquiries:
         caller: Institution,
         request: InquiryRequest,
         index: bytes,
+        facts: Row[Any],
         now: dt.datetime,
     ) -> tuple[Basis, int | None, str | None]:
-        """The basis on which the member may look, or ``Forbidden`` naming what is missing."""
+        """The basis on which the member may look, or ``Forbidden`` naming what is missing.
+
+        Own and open records come from ``facts`` (``_look_up``), which asked the rules of
+        ``relationships`` as part of its one statement.
+        """
         claim = request.consent
         if claim is not None:
             consent = self._consent(session, caller, claim, index, now)
             return Basis(consent.kind), consent.id, consent.reference or consent.ref
         if request.purpose is Purpose.ACCOUNT_REVIEW:
-            if relationships.has_own_record(session, caller.id, index):
+            if facts.own_record:
                 return Basis.OWN_RECORD, None, None
             live = relationships.live_consent(session, caller.id, index, now)
             if live is not None:
@@ -372,7 +476,7 @@ class Inquiries:
                 errors=[FieldError("purpose", "relationship_required", "no record or consent")],
             )
         if request.purpose is Purpose.COLLECTION:
-            if relationships.has_open_delinquency(session, caller.id, index):
+            if facts.open_delinquency:
                 return Basis.OPEN_DELINQUENCY, None, None
             raise Forbidden(
                 "collection inquiries are only allowed while the member has an open "
@@ -424,28 +528,26 @@ class Inquiries:
         caller: Institution,
         request: InquiryRequest,
         index: bytes,
+        facts: Row[Any],
         basis: Basis,
         ref: str,
         now: dt.datetime,
     ) -> dict[str, Any]:
-        borrower = session.scalar(select(Borrower).where(Borrower.id_index == index))
         records: list[Delinquency] = []
-        if borrower is not None:
-            records = list(
-                session.scalars(
-                    select(Delinquency)
-                    .options(joinedload(Delinquency.data_key))  # each record is decrypted
-                    .where(
-                        Delinquency.borrower_id == borrower.id,
-                        Delinquency.suppressed_at.is_(None),
-                    )
-                    .order_by(Delinquency.first_delinquency_date, Delinquency.id)
-                )
+        disputed: set[int] = set()
+        if facts.borrower_id is not None:
+            for record, under_dispute in session.execute(
+                _RECORDS, {"borrower_id": facts.borrower_id}
+            ):
+                records.append(record)
+                if under_dispute:
+                    disputed.add(record.id)
+        file_statement: str | None = None
+        record_statements: dict[int, str] = {}
+        if facts.any_statement:
+            file_statement, record_statements = statements.statements_for_inquiry(
+                session, self._material, index, [r.id for r in records]
             )
-        disputed = disputes.open_dispute_record_ids(session, [r.id for r in records])
-        file_statement, record_statements = statements.statements_for_inquiry(
-            session, self._material, index, [r.id for r in records]
-        )
         shown = []
         name: str | None = None
         for record in records:
@@ -471,61 +573,9 @@ class Inquiries:
             "basis": basis.value,
             "generated_at": now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "subject": subject,
-            "summary": self._summary(session, records, disputed, index, now),
+            "summary": _summary(records, disputed, facts.recent_30d, facts.recent_90d),
             "records": shown,
         }
-
-    def _summary(
-        self,
-        session: Session,
-        records: list[Delinquency],
-        disputed: set[int],
-        index: bytes,
-        now: dt.datetime,
-    ) -> dict[str, Any]:
-        totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
-        for record in records:
-            totals[record.currency] += (
-                record.overdue_principal + record.overdue_interest + record.penalty
-            )
-        open_records = [r for r in records if r.status == "open"]
-        max_dpd = max((r.days_past_due for r in records), default=0)
-        lost = any(r.contact_status == "lost_contact" for r in records)
-        legal = any(r.collection_stage == "legal_action" for r in records)
-        institutions = len({r.institution_id for r in open_records})
-        recent_30d, recent_90d = self._recent(session, index, now)
-        return {
-            "worst_classification": worst([Tier(r.classification) for r in records]).value,
-            "category": _category(len(records), institutions, max_dpd, lost, legal),
-            "records": len(records),
-            "institutions_with_open_delinquencies": institutions,
-            "total_overdue": {cur: str(totals[cur]) for cur in sorted(totals)},
-            "max_days_past_due": max_dpd,
-            "lost_contact": lost,
-            "legal_action": legal,
-            "disputes_open": len(disputed),
-            "credit_application_inquiries_30d": recent_30d,
-            "credit_application_inquiries_90d": recent_90d,
-        }
-
-    def _recent(self, session: Session, index: bytes, now: dt.datetime) -> tuple[int, int]:
-        """Answered credit-application inquiries before this one, by any member: (30d, 90d).
-
-        Both windows in one statement over the 90-day rows.
-        """
-        since_30d = now - dt.timedelta(days=30)
-        row = session.execute(
-            select(
-                func.count(case((Inquiry.created_at >= since_30d, 1))),
-                func.count(),
-            ).where(
-                Inquiry.borrower_index == index,
-                Inquiry.purpose == Purpose.CREDIT_APPLICATION.value,
-                Inquiry.outcome == "answered",
-                Inquiry.created_at >= now - dt.timedelta(days=90),
-            )
-        ).one()
-        return int(row[0] or 0), int(row[1] or 0)
 
     # --- the log -----------------------------------------------------------------------
 
@@ -546,27 +596,29 @@ class Inquiries:
         evidence: Mapping[str, Any],
         now: dt.datetime,
     ) -> None:
-        data_key, key = self._vault.new_key(session, now)
+        """Insert the inquiry's log row and its data key (Core: nothing reads it as an object)."""
+        key_values, key = self._vault.new_key_values(now)
         record = json.dumps(
             {**evidence, "body": base64.b64encode(raw).decode()}, separators=(",", ":")
         ).encode()
-        session.add(
-            Inquiry(
-                ref=ref,
-                institution_id=caller.id,
-                borrower_index=index,
-                purpose=purpose,
-                consent_kind=basis.value,
-                consent_reference=consent_reference,
-                consent_id=consent_id,
-                outcome=outcome,
-                refusal_code=refusal,
-                data_key=data_key,
-                request_ct=self._vault.seal(key, "inquiries", "request", ref, record),
-                created_at=now,
-            )
+        connection = session.connection()
+        connection.execute(
+            _INSERT_INQUIRY,
+            {
+                "ref": ref,
+                "institution_id": caller.id,
+                "borrower_index": index,
+                "purpose": purpose,
+                "consent_kind": basis.value,
+                "consent_reference": consent_reference,
+                "consent_id": consent_id,
+                "outcome": outcome,
+                "refusal_code": refusal,
+                "data_key_id": connection.execute(_INSERT_KEY, key_values).scalar_one(),
+                "request_ct": self._vault.seal(key, "inquiries", "request", ref, record),
+                "created_at": now,
+            },
         )
-        session.flush()
 
     def evidence_of(self, inquiry: Inquiry) -> dict[str, Any]:
         """The signed request kept with an inquiry (for audits and disputes about an inquiry)."""
@@ -606,6 +658,35 @@ class Inquiries:
                 delete(QuotaUsage).where(QuotaUsage.day < now.date() - dt.timedelta(days=2))
             )
         return removed
+
+
+def _summary(
+    records: list[Delinquency], disputed: set[int], recent_30d: int, recent_90d: int
+) -> dict[str, Any]:
+    """The statement's summary; ``recent_*``: answered credit applications before this one."""
+    totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
+    for record in records:
+        totals[record.currency] += (
+            record.overdue_principal + record.overdue_interest + record.penalty
+        )
+    open_records = [r for r in records if r.status == "open"]
+    max_dpd = max((r.days_past_due for r in records), default=0)
+    lost = any(r.contact_status == "lost_contact" for r in records)
+    legal = any(r.collection_stage == "legal_action" for r in records)
+    institutions = len({r.institution_id for r in open_records})
+    return {
+        "worst_classification": worst([Tier(r.classification) for r in records]).value,
+        "category": _category(len(records), institutions, max_dpd, lost, legal),
+        "records": len(records),
+        "institutions_with_open_delinquencies": institutions,
+        "total_overdue": {cur: str(totals[cur]) for cur in sorted(totals)},
+        "max_days_past_due": max_dpd,
+        "lost_contact": lost,
+        "legal_action": legal,
+        "disputes_open": len(disputed),
+        "credit_application_inquiries_30d": int(recent_30d),
+        "credit_application_inquiries_90d": int(recent_90d),
+    }
 
 
 def _category(records: int, institutions: int, max_dpd: int, lost: bool, legal: bool) -> str:

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, Exists, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import FieldError, NotFound, ValidationFailed
@@ -223,6 +223,15 @@ def list_for_borrower(
         }
         for statement, record in rows
     ]
+
+
+def any_statement(borrower_index: bytes | ColumnElement[Any]) -> Exists:
+    """Whether the borrower has any statement, file or record, as an SQL condition.
+
+    Most borrowers have none: an inquiry asks this with its other look-ups and calls
+    ``statements_for_inquiry`` only when the answer is yes.
+    """
+    return exists().where(BorrowerStatement.borrower_index == borrower_index)
 
 
 def statements_for_inquiry(

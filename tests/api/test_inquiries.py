@@ -235,6 +235,25 @@ def test_collection_needs_an_open_delinquency_of_the_caller(
     problem_of(inquire(client, lender, collect), 403, "no_open_delinquency")
 
 
+def test_a_held_record_that_is_not_shown_or_not_open_still_counts_as_it_should(
+    client: FlaskClient, session: Session, bank: Member
+) -> None:
+    """Own record: any held record, suppressed too; open delinquency: an open one only."""
+    submit(client, bank, payload(bank))
+    record = session.scalars(select(Delinquency)).one()
+    record.suppressed_at = dt.datetime.now(dt.UTC)
+    session.commit()
+    review = {"national_id": ALICE, "purpose": "account_review"}
+    document = statement_of(client, inquire(client, bank, review))
+    assert (document["basis"], document["records"]) == ("own_record", [])
+    collect = {"national_id": ALICE, "purpose": "collection"}
+    assert statement_of(client, inquire(client, bank, collect))["basis"] == "open_delinquency"
+    record.status = "settled"
+    session.commit()
+    problem_of(inquire(client, bank, collect), 403, "no_open_delinquency")
+    assert statement_of(client, inquire(client, bank, review))["basis"] == "own_record"
+
+
 @pytest.mark.parametrize(
     ("body", "errors"),
     [
@@ -509,6 +528,10 @@ def test_the_daily_quota_is_answered_with_429_and_retry_after(
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
     assert 0 < retry <= (midnight - now).total_seconds() + 2
     assert session.scalars(select(QuotaUsage.used)).one() == 2
+    # Past its quota a member learns nothing else, not even that its request is invalid.
+    problem_of(inquire(client, bank, {"purpose": "nope"}), 429, "inquiry_quota_exhausted")
+    assert [i.outcome for i in inquiries(session)] == ["answered", "refused"]
+    assert session.scalars(select(QuotaUsage.used)).one() == 2
     clock.advance(seconds=retry)
     assert inquire(client, bank, review, created=int(clock().timestamp())).status_code == 200
 
@@ -554,7 +577,7 @@ def test_an_attempt_that_loses_the_last_quota_to_a_concurrent_one_is_refused_unl
     review = {"national_id": ALICE, "purpose": "account_review"}
     assert inquire(client, bank, review).status_code == 200
     assert inquire(client, bank, review).status_code == 200
-    monkeypatch.setattr(Inquiries, "_check_quota", lambda *_args: None)
+    monkeypatch.setattr(Inquiries, "_refuse_past_quota", lambda *_args: None)
     problem_of(inquire(client, bank, review), 429, "inquiry_quota_exhausted")
     assert [i.outcome for i in inquiries(session)] == ["answered", "answered"]
     assert session.scalars(select(QuotaUsage.used)).one() == 2

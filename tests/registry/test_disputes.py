@@ -629,3 +629,5 @@ def test_open_dispute_record_ids(
     assert disputes.open_dispute_record_ids(session, ids.values()) == {ids[a]}
     assert disputes.open_dispute_record_ids(session, [ids[c]]) == set()
     assert disputes.open_dispute_record_ids(session, []) == set()
+    flagged = select(Delinquency.id).where(disputes.under_dispute(Delinquency.id))
+    assert set(session.scalars(flagged)) == {ids[a]}  # the same rule as one SQL condition
