@@ -580,6 +580,19 @@ class ChunkApplier:
                 row["id"] = row_id
             connection.execute(insert(table), rows)
             return ids
+        if connection.dialect.name == "sqlite":
+            # NOTE: SQLAlchemy cannot batch an INSERT ... RETURNING on SQLite when the order of
+            # the ids must match the rows (no sentinel column): it sent one statement per row.
+            # The transaction holds SQLite's one write lock (BEGIN IMMEDIATE), so nobody else
+            # inserts before it commits, and the ids SQLite would give are the next ones after
+            # the largest (INTEGER PRIMARY KEY without AUTOINCREMENT): give them here and send
+            # one executemany.
+            largest = connection.execute(select(func.max(table.c.id))).scalar() or 0
+            ids = list(range(largest + 1, largest + 1 + len(rows)))
+            for row, row_id in zip(rows, ids, strict=True):
+                row["id"] = row_id
+            connection.execute(insert(table), rows)
+            return ids
         result = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
         )

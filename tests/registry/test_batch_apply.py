@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from factories import Member, admit, envelope, report_of_kind
@@ -175,3 +175,37 @@ def test_a_batch_of_opens_settlements_and_updates_stores_what_it_receipts(
         assert stored[settle["report_id"]].delinquency_id is None
         live = list(session.scalars(select(Delinquency)))
         assert sorted(r.days_past_due for r in live) == [400, 400]
+
+
+def test_a_chunk_of_opens_goes_out_in_the_same_statements_whatever_its_size(
+    engine: Engine, settings: Settings
+) -> None:
+    """New rows go out as one statement per table, not one per row (on either engine)."""
+    _wipe(engine)
+    intake = Intake(load_key_material(settings), Policy())
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as setup:
+        bank = admit(setup, "BANKA")
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    counts = []
+    for first, size in ((0, 3), (100, 30)):
+        documents = [
+            _document(n, "open", 1, n, "100.00", 95, "") for n in range(first, first + size)
+        ]
+        with sessions() as session:
+            caller = session.scalars(select(Institution)).one()
+            sent.clear()
+            event.listen(engine, "before_cursor_execute", note)
+            try:
+                result = BatchIntake(intake).submit(
+                    session, caller, [_as(bank, d) for d in documents], dt.datetime.now(dt.UTC)
+                )
+            finally:
+                event.remove(engine, "before_cursor_execute", note)
+        assert [_summary(o) for o in result.outcomes] == [("accepted", True)] * size
+        counts.append(len(sent))
+    assert counts[0] == counts[1], sent
