@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Exists, exists, select
+from sqlalchemy import ColumnElement, Exists, exists, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 from registry import notify
@@ -430,9 +430,11 @@ def _expire(session: Session, material: KeyMaterial, record: Delinquency, now: d
 def under_dispute(record_id: ColumnElement[int] | QueryableAttribute[int]) -> Exists:
     """The rule of ``open_dispute_record_ids`` as an SQL condition on one record's id.
 
-    For a caller that reads the records anyway: the flag comes with each row.
+    For a caller that reads the records anyway: the flag comes with each row. Equalities
+    rather than ``IN``: an ``IN`` list is expanded into the SQL text at every execution.
     """
-    return exists().where(Dispute.delinquency_id == record_id, Dispute.status.in_(UNANSWERED))
+    unanswered = or_(*(Dispute.status == status for status in UNANSWERED))
+    return exists().where(Dispute.delinquency_id == record_id, unanswered)
 
 
 def open_dispute_record_ids(session: Session, record_ids: Collection[int]) -> set[int]:
