@@ -136,6 +136,9 @@ def note_clearings(session: Session, reason: ClearReason, count: int) -> None:
     session.info.setdefault(CLEARINGS_NOTED, []).append((reason.value, count))
 
 
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""The certificate document's encoder, made once (``json.dumps`` with options makes one a call)."""
+
 CHUNK = 500
 """Records cleared per round of statements: bounds the rows built in memory per statement and
 keeps the one expanded ``IN`` list (blind indexes) well under SQLite's bound-parameter limit."""
@@ -286,11 +289,10 @@ class Clearer:
             now=now,
             cleared_at=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             expires_at=now + dt.timedelta(days=self._policy.certificate_retention_days),
-            keyid=self._material.signing_keyid,  # derived from the key on every access
+            keyid=self._material.signing_keyid,
         )
         key_rows: list[dict[str, Any]] = []
         certificate_rows: list[dict[str, Any]] = []
-        tombstone_rows: list[dict[str, Any]] = []
         for record in records:
             key_row, certificate_row = self._certify(
                 record,
@@ -301,15 +303,6 @@ class Clearer:
             )
             key_rows.append(key_row)
             certificate_rows.append(certificate_row)
-            tombstone_rows.append(
-                {
-                    "institution_id": record.institution_id,
-                    "account_index": record.account_index,
-                    "last_sequence": record.sequence,
-                    "reason": reason.value,
-                    "cleared_at": now,
-                }
-            )
         keys, certificates = _table(DataKey), _table(ClearanceCertificate)
         connection.execute(insert(keys), key_rows)
         # The certificate finds its data key by the key's unique ref: no ids to bring back.
@@ -321,7 +314,24 @@ class Clearer:
             ),
             certificate_rows,
         )
-        connection.execute(insert(_table(Tombstone)), tombstone_rows)
+        # The tombstones are copied from the records' rows (flushed above): no row per record
+        # goes through Python.
+        delinquencies = _table(Delinquency)
+        tombstones = _table(Tombstone)
+        connection.execute(
+            insert(tombstones).from_select(
+                ["institution_id", "account_index", "last_sequence", "reason", "cleared_at"],
+                select(
+                    delinquencies.c.institution_id,
+                    delinquencies.c.account_index,
+                    delinquencies.c.sequence,
+                    bindparam("reason", reason.value, type_=tombstones.c.reason.type),
+                    bindparam("cleared_at", now, type_=tombstones.c.cleared_at.type),
+                )
+                .where(_ids_in(connection, delinquencies.c.id, record_ids))
+                .order_by(delinquencies.c.id),
+            )
+        )
 
         gone: dict[type[Base], list[int]] = {Delinquency: record_ids}
         doomed_keys = [r.data_key_id for r in records]
@@ -345,7 +355,6 @@ class Clearer:
             ).all()
             gone[model] = [row.id for row in rows]
             doomed_keys += [row.data_key_id for row in rows]
-        delinquencies = _table(Delinquency)
         connection.execute(
             delete(delinquencies).where(_ids_in(connection, delinquencies.c.id, record_ids))
         )
@@ -405,7 +414,7 @@ class Clearer:
         }
         signed = dsse.sign_envelope(
             CERTIFICATE_PAYLOAD_TYPE,
-            json.dumps(document, sort_keys=True, separators=(",", ":")).encode(),
+            _CANONICAL_JSON.encode(document).encode(),
             self._material.signing_key,
             issue.keyid,
         )

@@ -7,6 +7,7 @@ the database, so that a copy of the database alone reveals no personal data.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ class KeyMaterial:
     keyring: keyring.MasterKeyring
     blind_index: blind_index.BlindIndex
 
-    @property
+    @functools.cached_property
     def signing_keyid(self) -> str:
+        """Derived once: the key never changes (frozen), and signers ask on every signature."""
         return ed25519.key_id(ed25519.public_key_raw(self.signing_key))
 
     def __repr__(self) -> str:
