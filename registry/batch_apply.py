@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+import psycopg
+from psycopg import sql as psycopg_sql
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from registry import lifecycle, receipts
@@ -578,7 +581,7 @@ class ChunkApplier:
             )
             for row, row_id in zip(rows, ids, strict=True):
                 row["id"] = row_id
-            connection.execute(insert(table), rows)
+            _copy_in(connection, table, rows)
             return ids
         if connection.dialect.name == "sqlite":
             # NOTE: SQLAlchemy cannot batch an INSERT ... RETURNING on SQLite when the order of
@@ -613,3 +616,38 @@ class ChunkApplier:
         self._borrowers.clear()
         self._held.clear()
         self._receipts.pop(item.report_id, None)
+
+
+def _copy_in(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Send ``rows`` to PostgreSQL with one ``COPY``, in the connection's transaction.
+
+    A pipelined ``executemany`` still has the server run one INSERT per row and the driver
+    build each one; ``COPY`` streams the rows and costs both sides a fraction of that. The
+    columns' own bind processing (UTC timestamps, money in cents) is applied here, as
+    SQLAlchemy would.
+    """
+    columns = list(rows[0])
+    processors = [table.c[name].type.bind_processor(connection.dialect) for name in columns]
+    statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg_sql.Identifier(table.name),
+        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(name) for name in columns),
+    )
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        value if process is None else process(value)
+                        for process, value in zip(
+                            processors, (row[name] for name in columns), strict=True
+                        )
+                    ]
+                )
+    except psycopg.Error as exc:
+        # As SQLAlchemy would raise it (IntegrityError for a unique-key race, OperationalError
+        # for a deadlock), so the chunk's fallback sees what it expects. No row data in it.
+        raise DBAPIError.instance(
+            statement.as_string(driver), None, exc, psycopg.Error, hide_parameters=True
+        ) from None

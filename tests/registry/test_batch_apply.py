@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, select
@@ -18,9 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from factories import Member, admit, envelope, report_of_kind
 from registry.batch import Accepted, BatchIntake, Outcome, Refused
+from registry.batch_apply import ChunkApplier
 from registry.errors import RegistryError
 from registry.intake import Intake
-from registry.models import Base, Delinquency, Institution, Report, Tombstone
+from registry.models import Base, Borrower, Delinquency, Institution, Report, Tombstone
 from registry.policy import Policy
 from registry.secrets import load_key_material
 from registry.settings import Settings
@@ -209,3 +211,37 @@ def test_a_chunk_of_opens_goes_out_in_the_same_statements_whatever_its_size(
         assert [_summary(o) for o in result.outcomes] == [("accepted", True)] * size
         counts.append(len(sent))
     assert counts[0] == counts[1], sent
+
+
+@pytest.mark.postgresql_only
+def test_a_borrower_inserted_by_a_concurrent_writer_sends_the_chunk_report_by_report(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another member opens the same new borrower between the chunk's look-ups and its writes:
+    the chunk's COPY meets the unique key, and the chunk is applied again, report by report,
+    finding that borrower (a unique-key race must surface as an IntegrityError to do so)."""
+    _wipe(engine)
+    intake = Intake(load_key_material(settings), Policy())
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as setup:
+        bank, rival = admit(setup, "BANKA"), admit(setup, "BANKB")
+    doc = _document(0, "open", 1, 7, "100.00", 95, "")
+    original = ChunkApplier._prefetch
+
+    def racing(self: ChunkApplier, items: list[Any]) -> None:
+        original(self, items)
+        monkeypatch.setattr(ChunkApplier, "_prefetch", original)
+        with sessions() as other:
+            rival_member = other.scalars(select(Institution).where(Institution.code == "BANKB"))
+            intake.submit(other, rival_member.one(), _as(rival, doc), dt.datetime.now(dt.UTC))
+
+    monkeypatch.setattr(ChunkApplier, "_prefetch", racing)
+    with sessions() as session:
+        caller = session.scalars(select(Institution).where(Institution.code == "BANKA")).one()
+        result = BatchIntake(intake).submit(
+            session, caller, [_as(bank, doc)], dt.datetime.now(dt.UTC)
+        )
+    assert [_summary(o) for o in result.outcomes] == [("accepted", True)]
+    with sessions() as check:
+        assert len(list(check.scalars(select(Borrower)))) == 1
+        assert len(list(check.scalars(select(Delinquency)))) == 2
