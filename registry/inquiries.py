@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Row, ScalarSelect, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import ScalarSelect, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
@@ -108,6 +108,19 @@ class InquiryRequest:
 
 
 @dataclass(frozen=True)
+class _Facts:
+    """What ``_look_up`` read: the member's relationship to the borrower and what to show."""
+
+    own_record: bool
+    open_delinquency: bool
+    recent_30d: int
+    recent_90d: int
+    any_statement: bool
+    records: list[Delinquency]
+    disputed: set[int]
+
+
+@dataclass(frozen=True)
 class InquiryAnswer:
     inquiry_id: str
     statement: bytes
@@ -154,10 +167,11 @@ def _credit_applications_since(name: str) -> ScalarSelect[int]:
     )
 
 
-# Everything an inquiry reads before its records, in one round trip: the quota used today, the
-# borrower's id, the member's relationship to the borrower (the rules of ``relationships``),
-# recent credit applications, and whether there is any borrower statement to open.
-_LOOK_UP = select(
+# Everything an inquiry reads, in one round trip: the quota used today, the borrower's id, the
+# member's relationship to the borrower (the rules of ``relationships``), recent credit
+# applications and whether there is any borrower statement to open (one row, ``_FACTS``),
+# joined to the records an inquirer is shown, each with its data key and dispute flag.
+_FACTS = select(
     _QUOTA_USED.scalar_subquery().label("quota_used"),
     select(Borrower.id)
     .where(Borrower.id_index == bindparam("borrower_index"))
@@ -170,14 +184,15 @@ _LOOK_UP = select(
     _credit_applications_since("since_30d").label("recent_30d"),
     _credit_applications_since("since_90d").label("recent_90d"),
     statements.any_statement(bindparam("borrower_index")).label("any_statement"),
-)
-_RECORDS = (
-    select(Delinquency, disputes.under_dispute(Delinquency.id).label("under_dispute"))
-    .options(joinedload(Delinquency.data_key))  # each record is decrypted
-    .where(
-        Delinquency.borrower_id == bindparam("borrower_id"),
-        Delinquency.suppressed_at.is_(None),
+).subquery("facts")
+_LOOK_UP = (
+    select(_FACTS, Delinquency, disputes.under_dispute(Delinquency.id).label("under_dispute"))
+    .select_from(_FACTS)
+    .outerjoin(
+        Delinquency,
+        and_(Delinquency.borrower_id == _FACTS.c.borrower_id, Delinquency.suppressed_at.is_(None)),
     )
+    .options(joinedload(Delinquency.data_key))  # each record is decrypted
     .order_by(Delinquency.first_delinquency_date, Delinquency.id)
 )
 _DATA_KEYS = cast(Table, DataKey.__table__)
@@ -352,29 +367,35 @@ class Inquiries:
 
     def _look_up(
         self, session: Session, caller: Institution, index: bytes, now: dt.datetime
-    ) -> Row[Any]:
-        """Today's quota and what the inquiry needs to know before its records (``_LOOK_UP``).
+    ) -> _Facts:
+        """Today's quota and everything else the inquiry reads (``_LOOK_UP``), in one statement.
 
-        One statement; the quota is judged before anything else it read is used, so a member
-        past its quota still learns nothing.
+        The quota is judged before anything else read is used, so a member past its quota
+        still learns nothing.
         """
         day = now.astimezone(dt.UTC).date()
-        facts = (
-            session.connection()
-            .execute(
-                _LOOK_UP,
-                {
-                    "member": caller.id,
-                    "today": day,
-                    "borrower_index": index,
-                    "since_30d": now - dt.timedelta(days=30),
-                    "since_90d": now - dt.timedelta(days=90),
-                },
-            )
-            .one()
+        rows = session.execute(
+            _LOOK_UP,
+            {
+                "member": caller.id,
+                "today": day,
+                "borrower_index": index,
+                "since_30d": now - dt.timedelta(days=30),
+                "since_90d": now - dt.timedelta(days=90),
+            },
+        ).all()
+        first = rows[0]  # the outer join keeps the look-up's row when there is no record
+        self._refuse_past_quota(session, caller, first.quota_used, day, now)
+        records = [row.Delinquency for row in rows if row.Delinquency is not None]
+        return _Facts(
+            own_record=bool(first.own_record),
+            open_delinquency=bool(first.open_delinquency),
+            recent_30d=int(first.recent_30d),
+            recent_90d=int(first.recent_90d),
+            any_statement=bool(first.any_statement),
+            records=records,
+            disputed={row.Delinquency.id for row in rows if row.under_dispute},
         )
-        self._refuse_past_quota(session, caller, facts.quota_used, day, now)
-        return facts
 
     def _refuse_past_quota(
         self,
@@ -451,7 +472,7 @@ class Inquiries:
         caller: Institution,
         request: InquiryRequest,
         index: bytes,
-        facts: Row[Any],
+        facts: _Facts,
         now: dt.datetime,
     ) -> tuple[Basis, int | None, str | None]:
         """The basis on which the member may look, or ``Forbidden`` naming what is missing.
@@ -528,20 +549,12 @@ class Inquiries:
         caller: Institution,
         request: InquiryRequest,
         index: bytes,
-        facts: Row[Any],
+        facts: _Facts,
         basis: Basis,
         ref: str,
         now: dt.datetime,
     ) -> dict[str, Any]:
-        records: list[Delinquency] = []
-        disputed: set[int] = set()
-        if facts.borrower_id is not None:
-            for record, under_dispute in session.execute(
-                _RECORDS, {"borrower_id": facts.borrower_id}
-            ):
-                records.append(record)
-                if under_dispute:
-                    disputed.add(record.id)
+        records, disputed = facts.records, facts.disputed
         file_statement: str | None = None
         record_statements: dict[int, str] = {}
         if facts.any_statement:
