@@ -595,3 +595,34 @@ def test_the_sweeper_clears_many_records_once_and_leaves_no_key_behind(
     session.commit()
     notification_keys = set(session.scalars(select(Notification.data_key_id)))
     assert certificate_or_record_keys <= notification_keys
+
+
+def test_clear_many_notes_its_clearings_and_copies_each_record_into_its_tombstone(
+    client: FlaskClient,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clearing, "CHUNK", 2)  # three chunks
+    now = dt.datetime.now(dt.UTC)
+    accounts = [f"NOTE-{n:04d}" for n in range(5)]
+    for n, account in enumerate(accounts):
+        open_for(client, bank, n % 3, account)
+    with sessions_for(engine)() as s, s.begin():
+        found = records_by_account(s, settings)
+        records = [found[a] for a in accounts]
+        expected = sorted((r.institution_id, r.account_index, r.sequence) for r in records)
+        clearer(settings).clear_many(
+            s,
+            records,
+            ClearReason.FRAUD,
+            now,
+            account_refs={r.id: a for r, a in zip(records, accounts, strict=True)},
+        )
+        assert s.info[clearing.CLEARINGS_NOTED] == [("fraud", 2), ("fraud", 2), ("fraud", 1)]
+    stones = session.scalars(select(Tombstone)).all()
+    assert sorted((t.institution_id, t.account_index, t.last_sequence) for t in stones) == expected
+    assert {(t.reason, t.cleared_at) for t in stones} == {("fraud", now)}
+    assert count(session, Delinquency) == 0 and count(session, ClearanceCertificate) == 5
