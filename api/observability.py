@@ -104,8 +104,9 @@ _SAVEPOINT_MARKS = "observability.clearing_marks"
 def watch_clearings(sessions: sessionmaker[Session]) -> None:
     """Count clearings made through this session factory once, when their transaction commits.
 
-    Clearing code notes each clearing's reason in ``session.info`` (``registry.clearing.
-    note_clearings``); this keeps ``registry`` free of any metrics code. A savepoint that rolls
+    Clearing code notes how many records it cleared, and why, in ``session.info``
+    (``registry.clearing.note_clearings``); this keeps ``registry`` free of any metrics code and
+    needs no ORM tombstones. A savepoint that rolls
     back drops what was noted inside it; releasing a savepoint counts nothing yet (the enclosing
     transaction may still roll back); the outermost transaction's end, committed or not, leaves
     nothing behind for the session's next transaction.
