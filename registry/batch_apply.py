@@ -21,14 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-from psycopg import sql as psycopg_sql
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from registry import lifecycle, receipts
 from registry import payload as p
+from registry.bulk import insert_rows
 from registry.clearing import ClearReason
 from registry.errors import Conflict, RegistryError
 from registry.intake import (
@@ -562,44 +560,10 @@ class ChunkApplier:
         self._pending = _Pending()
 
     def _insert(self, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
-        """Insert ``rows`` in one multi-row statement; their ids, in the order given."""
-        if not rows:
-            return []
-        table = model.__table__
+        """Insert ``rows`` in one statement (or COPY); their ids, in the order given."""
         # NOTE: Core on the session's connection, not the ORM's bulk insert: these rows never
         # become ORM objects, and the ORM's per-row bookkeeping cost more than the insert.
-        connection = self._session.connection()
-        if connection.dialect.name == "postgresql":
-            # One multi-row INSERT ... RETURNING of a few hundred rows is a statement psycopg
-            # parses in Python every time (too long for its cache): take the ids from the
-            # sequence first, then insert with a pipelined executemany of a short statement.
-            sequence = func.pg_get_serial_sequence(table.name, "id")
-            ids = sorted(
-                connection.execute(
-                    select(func.nextval(sequence)).select_from(func.generate_series(1, len(rows)))
-                ).scalars()
-            )
-            for row, row_id in zip(rows, ids, strict=True):
-                row["id"] = row_id
-            _copy_in(connection, table, rows)
-            return ids
-        if connection.dialect.name == "sqlite":
-            # NOTE: SQLAlchemy cannot batch an INSERT ... RETURNING on SQLite when the order of
-            # the ids must match the rows (no sentinel column): it sent one statement per row.
-            # The transaction holds SQLite's one write lock (BEGIN IMMEDIATE), so nobody else
-            # inserts before it commits, and the ids SQLite would give are the next ones after
-            # the largest (INTEGER PRIMARY KEY without AUTOINCREMENT): give them here and send
-            # one executemany.
-            largest = connection.execute(select(func.max(table.c.id))).scalar() or 0
-            ids = list(range(largest + 1, largest + 1 + len(rows)))
-            for row, row_id in zip(rows, ids, strict=True):
-                row["id"] = row_id
-            connection.execute(insert(table), rows)
-            return ids
-        result = connection.execute(
-            insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-        )
-        return [row[0] for row in result]
+        return insert_rows(self._session.connection(), model.__table__, rows)
 
     def _slow(self, position: int, item: Prepared) -> None:
         """The single-report path for one report, after the pending writes."""
@@ -616,38 +580,3 @@ class ChunkApplier:
         self._borrowers.clear()
         self._held.clear()
         self._receipts.pop(item.report_id, None)
-
-
-def _copy_in(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Send ``rows`` to PostgreSQL with one ``COPY``, in the connection's transaction.
-
-    A pipelined ``executemany`` still has the server run one INSERT per row and the driver
-    build each one; ``COPY`` streams the rows and costs both sides a fraction of that. The
-    columns' own bind processing (UTC timestamps, money in cents) is applied here, as
-    SQLAlchemy would.
-    """
-    columns = list(rows[0])
-    processors = [table.c[name].type.bind_processor(connection.dialect) for name in columns]
-    statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
-        psycopg_sql.Identifier(table.name),
-        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(name) for name in columns),
-    )
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        value if process is None else process(value)
-                        for process, value in zip(
-                            processors, (row[name] for name in columns), strict=True
-                        )
-                    ]
-                )
-    except psycopg.Error as exc:
-        # As SQLAlchemy would raise it (IntegrityError for a unique-key race, OperationalError
-        # for a deadlock), so the chunk's fallback sees what it expects. No row data in it.
-        raise DBAPIError.instance(
-            statement.as_string(driver), None, exc, psycopg.Error, hide_parameters=True
-        ) from None

@@ -1,0 +1,91 @@
+"""registry.bulk: ids taken up front, rows written in one statement (or COPY) per table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Engine, Table, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.bulk import insert_rows, next_ids
+from registry.models import Borrower, DataKey
+
+KEYS = cast(Table, DataKey.__table__)
+BORROWERS = cast(Table, Borrower.__table__)
+NOW = dt.datetime(2026, 11, 23, 12, 0, 0, 123456, tzinfo=dt.UTC)
+
+
+def _key_row(when: dt.datetime = NOW) -> dict[str, Any]:
+    return {
+        "ref": secrets.token_hex(16),
+        "master_version": 1,
+        "wrapped": secrets.token_bytes(40),
+        "created_at": when,
+    }
+
+
+def _writer(engine: Engine) -> Session:
+    return Session(engine, expire_on_commit=False)
+
+
+def test_rows_get_the_ids_returned_in_their_order_and_read_back_as_written(
+    engine: Engine,
+) -> None:
+    rows = [_key_row(NOW + dt.timedelta(seconds=n)) for n in range(5)]
+    with _writer(engine) as session:
+        ids = insert_rows(session.connection(), KEYS, [dict(r) for r in rows])
+        session.commit()
+        stored = {k.id: k for k in session.scalars(select(DataKey))}
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    for row_id, row in zip(ids, rows, strict=True):
+        key = stored[row_id]
+        assert (key.ref, key.wrapped, key.created_at) == (
+            row["ref"],
+            row["wrapped"],
+            row["created_at"],
+        )
+
+
+def test_ids_never_collide_with_rows_the_engine_numbers_itself(engine: Engine) -> None:
+    with _writer(engine) as session:
+        session.add(DataKey(**_key_row()))
+        session.flush()
+        first = insert_rows(session.connection(), KEYS, [_key_row(), _key_row()])
+        orm_row = DataKey(**_key_row())
+        session.add(orm_row)
+        session.flush()
+        second = insert_rows(session.connection(), KEYS, [_key_row()])
+        session.commit()
+        all_ids = list(session.scalars(select(DataKey.id)))
+    assert len(all_ids) == len(set(all_ids)) == 5
+    assert orm_row.id not in first + second
+    assert max(first) < orm_row.id < min(second)
+
+
+def test_several_tables_are_numbered_in_one_statement(engine: Engine) -> None:
+    with _writer(engine) as session:
+        keys, borrowers = next_ids(session.connection(), [(KEYS, 3), (BORROWERS, 0)])
+        more_keys, more_borrowers = next_ids(session.connection(), [(KEYS, 1), (BORROWERS, 2)])
+    assert len(keys) == 3 and borrowers == [] and len(more_keys) == 1
+    assert len(more_borrowers) == 2
+
+
+def test_no_rows_write_nothing(engine: Engine) -> None:
+    with _writer(engine) as session:
+        assert insert_rows(session.connection(), KEYS, []) == []
+
+
+def test_a_unique_key_clash_is_an_integrity_error(engine: Engine) -> None:
+    """Callers fall back on IntegrityError (a race with another writer); COPY must raise it."""
+    clash = _key_row()
+    with _writer(engine) as session:
+        insert_rows(session.connection(), KEYS, [dict(clash)])
+        session.commit()
+        with pytest.raises(IntegrityError):
+            insert_rows(session.connection(), KEYS, [_key_row(), dict(clash)])
+        session.rollback()
+        assert len(list(session.scalars(select(DataKey)))) == 1
