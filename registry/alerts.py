@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy import ColumnElement, Exists, bindparam, delete, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -60,15 +60,21 @@ _STATE_FOR_UPDATE = (
     )
     .with_for_update()
 )
-_ANY_WATCHER = (
-    select(Subscription.id)
-    .where(
-        Subscription.borrower_index == bindparam("borrower_index"),
+
+
+def someone_else_watches(
+    borrower_index: ColumnElement[bytes], reporter_id: ColumnElement[int]
+) -> Exists:
+    """Whether another member has a live subscription to the borrower: the probe
+    :func:`on_report` makes before anything else (intake folds it into its own look-up)."""
+    return exists().where(
+        Subscription.borrower_index == borrower_index,
         Subscription.ended_at.is_(None),
-        Subscription.institution_id != bindparam("reporter_id"),
+        Subscription.institution_id != reporter_id,
     )
-    .limit(1)
-)
+
+
+_ANY_WATCHER = select(someone_else_watches(bindparam("borrower_index"), bindparam("reporter_id")))
 
 
 class AlertType(enum.StrEnum):
@@ -343,7 +349,7 @@ def on_report(
     # report's rows are then written by intake's own flush, in one unit of work.
     with session.no_autoflush:
         probe = {"borrower_index": record.borrower.id_index, "reporter_id": reporter.id}
-        if session.scalar(_ANY_WATCHER, probe) is None:
+        if not session.scalar(_ANY_WATCHER, probe):
             return []
     watching = (
         Subscription.borrower_index == record.borrower.id_index,

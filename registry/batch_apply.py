@@ -16,7 +16,6 @@ the stored state, so reports always apply in order.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -354,44 +353,20 @@ class ChunkApplier:
     def _plan_open(self, position: int, item: Prepared) -> None:
         report = item.report
         assert report is not None and report.state is not None and item.borrower_index
-        now, seal = self._now, self._vault.seal
+        now = self._now
         borrower = self._borrower(item.borrower_index)
         if borrower is None:
-            key_values, plain = self._vault.new_key_values(now)
-            ref = secrets.token_hex(16)
-            national_id = report.state.borrower.national_id.encode()
-            borrower = _BorrowerRef(
-                None,
-                values={
-                    "ref": ref,
-                    "id_index": item.borrower_index,
-                    "national_id_ct": seal(plain, "borrowers", "national_id", ref, national_id),
-                    "created_at": now,
-                },
-                key_values=key_values,
+            key_values, values = self._intake.borrower_rows(
+                report.state.borrower.national_id, item.borrower_index, now
             )
+            borrower = _BorrowerRef(None, values=values, key_values=key_values)
             self._borrowers[item.borrower_index] = borrower
-        key_values, key = self._vault.new_key_values(now)
-        ref = secrets.token_hex(16)
-        values: dict[str, Any] = {
-            "ref": ref,
-            "institution_id": self._caller.id,
-            "account_index": item.account_index,
-            "account_ref_ct": seal(
-                key, "delinquencies", "account_ref", ref, report.account_ref.encode()
-            ),
-            "sequence": report.sequence,
-            "status": "open",
-            "settled_on": None,
-            "settlement_type": None,
-            "suppressed_at": None,
-            "opened_at": now,
-            "updated_at": now,
-            **self._intake.state_columns(ref, report.state, key),
-        }
+        key_values, key, values = self._intake.record_rows(
+            self._caller, report, report.state, item.account_index, now
+        )
         record = _NewRecord(values, key_values, borrower)
         self._pending.records.append(record)
-        self._add_report(position, item, record=record, key=key, record_ref=ref)
+        self._add_report(position, item, record=record, key=key, record_ref=values["ref"])
 
     def _plan_change(self, position: int, item: Prepared, current: Delinquency) -> None:
         """An update, payment, settlement or withdrawal of a stored record.

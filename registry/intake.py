@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -23,6 +23,7 @@ from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
 from registry import alerts, disputes, lifecycle, receipts
 from registry import payload as p
+from registry.bulk import next_ids
 from registry.clearing import Clearer, ClearReason
 from registry.errors import (
     Conflict,
@@ -36,6 +37,7 @@ from registry.errors import (
 from registry.models import (
     Borrower,
     ComplianceViolation,
+    DataKey,
     Delinquency,
     Institution,
     MemberKey,
@@ -70,6 +72,25 @@ _LAST_CLEARED = select(func.max(Tombstone.last_sequence)).where(
 )
 _BORROWER = select(Borrower).where(Borrower.id_index == bindparam("id_index"))
 _REPORTS = cast(Table, Report.__table__)
+_DATA_KEYS = cast(Table, DataKey.__table__)
+_BORROWERS = cast(Table, Borrower.__table__)
+_RECORDS = cast(Table, Delinquency.__table__)
+_OPEN_LOOKUP = select(
+    select(Borrower.id).where(Borrower.id_index == bindparam("borrower_index")).scalar_subquery(),
+    alerts.someone_else_watches(bindparam("borrower_index"), bindparam("institution_id")),
+    select(func.max(Tombstone.last_sequence))
+    .where(
+        Tombstone.institution_id == bindparam("institution_id"),
+        Tombstone.account_index == bindparam("account_index"),
+    )
+    .scalar_subquery(),
+)
+"""What opening an account needs besides its (locked) record: the borrower's id if stored,
+whether another member watches them, and the account's last cleared sequence; one round trip."""
+_INSERT_KEYS = insert(_DATA_KEYS)
+_INSERT_BORROWER = insert(_BORROWERS)
+_INSERT_RECORD = insert(_RECORDS)
+_INSERT_REPORT = insert(_REPORTS)
 _SET_RECEIPT = (
     update(_REPORTS)
     .where(_REPORTS.c.id == bindparam("row_id"))
@@ -198,6 +219,10 @@ class Intake:
             raise checked.error
         report = checked.report
         assert report is not None
+        if report.kind is p.Kind.OPEN:
+            opened = self._open_unwatched(session, caller, report, raw, digest, now)
+            if opened is not None:
+                return opened
         before = alerts.capture(session, self._material, caller, report)
         delinquency, key = self._apply(session, caller, report, now)
         alerts.on_report(session, caller, report.kind, before, delinquency, now)
@@ -409,6 +434,146 @@ class Intake:
             "collection_stage": state.collection_stage.value,
         }
 
+    def borrower_rows(
+        self, national_id: str, id_index: bytes, now: dt.datetime
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A new borrower's data key row and borrower row (without ``data_key_id``)."""
+        key_values, key = self._vault.new_key_values(now)
+        ref = secrets.token_hex(16)
+        return key_values, {
+            "ref": ref,
+            "id_index": id_index,
+            "national_id_ct": self._vault.seal(
+                key, "borrowers", "national_id", ref, national_id.encode()
+            ),
+            "created_at": now,
+        }
+
+    def record_rows(
+        self,
+        caller: Institution,
+        report: p.ReportPayload,
+        state: p.AccountState,
+        account_index: bytes,
+        now: dt.datetime,
+    ) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+        """A new record's data key row, the key, and the record's row (without
+        ``data_key_id`` and ``borrower_id``), every column given."""
+        key_values, key = self._vault.new_key_values(now)
+        ref = secrets.token_hex(16)
+        return (
+            key_values,
+            key,
+            {
+                "ref": ref,
+                "institution_id": caller.id,
+                "account_index": account_index,
+                "account_ref_ct": self._vault.seal(
+                    key, "delinquencies", "account_ref", ref, report.account_ref.encode()
+                ),
+                "sequence": report.sequence,
+                "status": "open",
+                "settled_on": None,
+                "settlement_type": None,
+                "suppressed_at": None,
+                "opened_at": now,
+                "updated_at": now,
+                **self.state_columns(ref, state, key),
+            },
+        )
+
+    def _open_unwatched(
+        self,
+        session: Session,
+        caller: Institution,
+        report: p.ReportPayload,
+        raw: bytes,
+        digest: str,
+        now: dt.datetime,
+    ) -> IntakeResult | None:
+        """Open an account for a borrower nobody else watches, with plain inserts.
+
+        The same checks as every report; what differs is the writing: ids taken up front
+        (registry.bulk), so the receipt is signed before its row is written, and no ORM
+        objects (a new account raises no alert and answers no dispute). Returns None, having
+        written nothing, when another member watches the borrower: the general path then
+        raises their alerts.
+        """
+        state = report.state
+        assert state is not None
+        account_index = self.account_index(caller, report.account_ref)
+        borrower_index = self.borrower_index(state.borrower.national_id)
+        current = session.scalar(
+            _RECORD_FOR_UPDATE, {"institution_id": caller.id, "account_index": account_index}
+        )
+        connection = session.connection()
+        borrower_id, watched, cleared_at = connection.execute(
+            _OPEN_LOOKUP,
+            {
+                "borrower_index": borrower_index,
+                "institution_id": caller.id,
+                "account_index": account_index,
+            },
+        ).one()
+        check_transition(report, current, cleared_at)
+        if watched:
+            return None
+        new_borrower = borrower_id is None
+        key_ids, new_borrower_ids, [record_id], [log_index] = next_ids(
+            connection,
+            [
+                (_DATA_KEYS, 2 if new_borrower else 1),
+                (_BORROWERS, 1 if new_borrower else 0),
+                (_RECORDS, 1),
+                (_REPORTS, 1),
+            ],
+        )
+        key_rows = []
+        if new_borrower:
+            borrower_key, borrower = self.borrower_rows(
+                state.borrower.national_id, borrower_index, now
+            )
+            borrower_id = new_borrower_ids[0]
+            key_rows.append({**borrower_key, "id": key_ids[0]})
+            borrower |= {"id": borrower_id, "data_key_id": key_ids[0]}
+        record_key, key, record = self.record_rows(caller, report, state, account_index, now)
+        key_rows.append({**record_key, "id": key_ids[-1]})
+        record |= {"id": record_id, "borrower_id": borrower_id, "data_key_id": key_ids[-1]}
+        receipt = receipts.sign_receipt(
+            self._material,
+            receipts.receipt_document(
+                report_id=report.report_id,
+                institution=caller.code,
+                envelope_sha256=digest,
+                sequence=report.sequence,
+                kind=report.kind.value,
+                accepted_at=now,
+                log_index=log_index,
+            ),
+        )
+        connection.execute(_INSERT_KEYS, key_rows)
+        if new_borrower:
+            connection.execute(_INSERT_BORROWER, borrower)
+        connection.execute(_INSERT_RECORD, record)
+        connection.execute(
+            _INSERT_REPORT,
+            {
+                "id": log_index,
+                "institution_id": caller.id,
+                "report_id": report.report_id,
+                "delinquency_id": record_id,
+                "sequence": report.sequence,
+                "kind": report.kind.value,
+                "envelope_sha256": digest,
+                "envelope_ct": self._vault.seal(
+                    key, "reports", "envelope", f"{record['ref']}/{report.report_id}", raw
+                ),
+                "receipt": receipt,
+                "accepted_at": now,
+            },
+        )
+        return IntakeResult(report.report_id, receipt, created=True)
+
     def _open(
         self,
         session: Session,
@@ -419,24 +584,8 @@ class Intake:
         now: dt.datetime,
     ) -> tuple[Delinquency, bytes]:
         borrower = self._borrower(session, state.borrower.national_id, now)
-        data_key, key = self._vault.new_key(session, now)
-        ref = secrets.token_hex(16)
-        seal = self._vault.seal
-        record = Delinquency(
-            ref=ref,
-            institution_id=caller.id,
-            account_index=account_index,
-            borrower=borrower,
-            data_key=data_key,
-            account_ref_ct=seal(
-                key, "delinquencies", "account_ref", ref, report.account_ref.encode()
-            ),
-            sequence=report.sequence,
-            status="open",
-            opened_at=now,
-            updated_at=now,
-        )
-        self._write_state(record, state, key)
+        key_values, key, values = self.record_rows(caller, report, state, account_index, now)
+        record = Delinquency(**values, borrower=borrower, data_key=DataKey(**key_values))
         session.add(record)
         return record, key
 
@@ -449,17 +598,8 @@ class Intake:
         found = session.scalar(_BORROWER, {"id_index": id_index})
         if found is not None:
             return found
-        data_key, key = self._vault.new_key(session, now)
-        ref = secrets.token_hex(16)
-        borrower = Borrower(
-            ref=ref,
-            id_index=id_index,
-            data_key=data_key,
-            national_id_ct=self._vault.seal(
-                key, "borrowers", "national_id", ref, national_id.encode()
-            ),
-            created_at=now,
-        )
+        key_values, values = self.borrower_rows(national_id, id_index, now)
+        borrower = Borrower(**values, data_key=DataKey(**key_values))
         session.add(borrower)
         return borrower
 

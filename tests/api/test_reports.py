@@ -96,6 +96,35 @@ def test_an_accepted_report_gets_a_signed_receipt(client: FlaskClient, bank: Mem
     assert receipt["accepted_at"].endswith("Z")
 
 
+def test_a_new_accounts_receipt_is_stored_with_its_row_and_names_the_rows_id(
+    app: Flask, client: FlaskClient, bank: Member, session: Session
+) -> None:
+    """The receipt is signed before its row is written (the id is taken up front), so the
+    report row never exists without it; its log index is the row's id."""
+    engine = app.extensions[EXTENSION].engine
+    updates: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            updates.append(statement)
+
+    docs = [payload(bank), payload(bank, account_ref="CARD-0002-8765")]
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        answers = [submit(client, bank, doc) for doc in docs]
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert [a.status_code for a in answers] == [201, 201]
+    assert updates == []
+    indexes = []
+    for doc, answer in zip(docs, answers, strict=True):
+        stored = session.scalars(select(Report).where(Report.report_id == doc["report_id"])).one()
+        assert stored.receipt == answer.data
+        indexes.append(verified_receipt(client, answer.data)["log_index"])
+        assert indexes[-1] == stored.id
+    assert indexes[0] < indexes[1]
+
+
 def test_the_receipt_can_be_fetched_again(client: FlaskClient, bank: Member) -> None:
     doc = payload(bank)
     first = submit(client, bank, doc)
