@@ -54,7 +54,7 @@ MAX_ATTEMPTS = 3
 # much as running it (a few hundred microseconds of Python each on a small server), and a
 # report runs about a dozen; the compiled form is cached by SQLAlchemy either way.
 _KEYS = select(MemberKey).where(MemberKey.keyid.in_(bindparam("keyids", expanding=True)))
-_REPORT = select(Report).where(
+_REPORT = select(Report.envelope_sha256, Report.receipt).where(
     Report.institution_id == bindparam("institution_id"),
     Report.report_id == bindparam("report_id"),
 )
@@ -110,6 +110,12 @@ class Checked:
     digest: str
     report: p.ReportPayload | None
     error: RegistryError | None
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    envelope_sha256: str
+    receipt: bytes
 
 
 @dataclass(frozen=True)
@@ -229,8 +235,12 @@ class Intake:
         return self._record(session, caller, delinquency, key, report, raw, digest, now)
 
     @staticmethod
-    def _report(session: Session, caller: Institution, report_id: str) -> Report | None:
-        return session.scalar(_REPORT, {"institution_id": caller.id, "report_id": report_id})
+    def _report(session: Session, caller: Institution, report_id: str) -> _Earlier | None:
+        """The envelope digest and receipt of the caller's report ``report_id``, if accepted."""
+        row = session.execute(
+            _REPORT, {"institution_id": caller.id, "report_id": report_id}
+        ).first()
+        return None if row is None else _Earlier(row[0], row[1])
 
     def _accepted_before(
         self, session: Session, caller: Institution, raw: bytes
