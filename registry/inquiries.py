@@ -192,7 +192,8 @@ _LOOK_UP = (
         Delinquency,
         and_(Delinquency.borrower_id == _FACTS.c.borrower_id, Delinquency.suppressed_at.is_(None)),
     )
-    .options(joinedload(Delinquency.data_key))  # each record is decrypted
+    # each record is decrypted and names its member (another member's is not in the session)
+    .options(joinedload(Delinquency.data_key), joinedload(Delinquency.institution))
     .order_by(Delinquency.first_delinquency_date, Delinquency.id)
 )
 _DATA_KEYS = cast(Table, DataKey.__table__)
