@@ -128,8 +128,8 @@ class InquiryAnswer:
 
 # --- the statements of an inquiry, built once ---------------------------------------------
 # NOTE: building an SQLAlchemy statement costs about as much as running it, and every inquiry
-# runs these; they are executed on the session's connection (Core), without the ORM's
-# per-statement work, except the records, which are read as ORM objects.
+# runs these. All but the look-up (whose records are ORM objects) run on the session's
+# connection, without the ORM's per-statement work.
 
 _QUOTA_USED = select(QuotaUsage.used).where(
     QuotaUsage.institution_id == bindparam("member"), QuotaUsage.day == bindparam("today")
@@ -406,6 +406,7 @@ class Inquiries:
         day: dt.date,
         now: dt.datetime,
     ) -> None:
+        """Roll back and raise 429 when ``used`` (None: no row yet today) is at the limit."""
         limit = self._policy.inquiry_quota(caller.code)
         if limit < 1 or (used is not None and used >= limit):
             session.rollback()
@@ -698,8 +699,8 @@ def _summary(
         "lost_contact": lost,
         "legal_action": legal,
         "disputes_open": len(disputed),
-        "credit_application_inquiries_30d": int(recent_30d),
-        "credit_application_inquiries_90d": int(recent_90d),
+        "credit_application_inquiries_30d": recent_30d,
+        "credit_application_inquiries_90d": recent_90d,
     }
 
 
