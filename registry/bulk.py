@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as psycopg_sql
-from sqlalchemy import Connection, Select, Table, bindparam, func, insert, select
+from sqlalchemy import Connection, ScalarSelect, Select, Table, bindparam, func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Select[Any]] = {}
@@ -37,30 +37,40 @@ def next_ids(connection: Connection, wanted: Sequence[tuple[Table, int]]) -> lis
     dialect = connection.dialect.name
     statement = _STATEMENTS.get((dialect, names))
     if statement is None:
-        statement = _STATEMENTS[(dialect, names)] = _statement(dialect, [t for t, _ in wanted])
-    if dialect == "postgresql":
-        counts = {f"n{i}": n for i, (_, n) in enumerate(wanted)}
-        return [sorted(ids or []) for ids in connection.execute(statement, counts).one()]
-    largest: list[int | None] = list(connection.execute(statement).one())
-    return [
-        list(range((top or 0) + 1, (top or 0) + 1 + count))
-        for top, (_, count) in zip(largest, wanted, strict=True)
-    ]
+        statement = select(*id_columns(dialect, [table for table, _ in wanted]))
+        _STATEMENTS[(dialect, names)] = statement
+    counts = [count for _, count in wanted]
+    return ids_from(dialect, connection.execute(statement, id_counts(counts)).one(), counts)
 
 
-def _statement(dialect: str, tables: list[Table]) -> Select[Any]:
+def id_columns(dialect: str, tables: Sequence[Table]) -> list[ScalarSelect[Any]]:
+    """Columns that take ids for ``tables``, for a statement that reads something else too;
+    run it with :func:`id_counts` among its parameters and read them with :func:`ids_from`."""
     if dialect == "postgresql":
-        columns = [
+        return [
             select(func.array_agg(func.nextval(func.pg_get_serial_sequence(table.name, "id"))))
-            .select_from(func.generate_series(1, bindparam(f"n{i}")))
+            .select_from(func.generate_series(1, bindparam(f"ids_n{i}")))
             .scalar_subquery()
             for i, table in enumerate(tables)
         ]
-    elif dialect == "sqlite":
-        columns = [select(func.max(table.c.id)).scalar_subquery() for table in tables]
-    else:  # pragma: no cover - the registry runs on these two engines only
-        raise NotImplementedError(f"no id allocation for {dialect}")
-    return select(*columns)
+    if dialect == "sqlite":
+        return [select(func.max(table.c.id)).scalar_subquery() for table in tables]
+    raise NotImplementedError(f"no id allocation for {dialect}")  # pragma: no cover
+
+
+def id_counts(counts: Sequence[int]) -> dict[str, int]:
+    """The parameters of :func:`id_columns`: how many ids each table takes (PostgreSQL)."""
+    return {f"ids_n{i}": n for i, n in enumerate(counts)}
+
+
+def ids_from(dialect: str, values: Sequence[Any], counts: Sequence[int]) -> list[list[int]]:
+    """The ids, per table, from the values of :func:`id_columns`."""
+    if dialect == "postgresql":
+        return [sorted(ids or []) for ids in values]
+    return [
+        list(range((top or 0) + 1, (top or 0) + 1 + count))
+        for top, count in zip(values, counts, strict=True)
+    ]
 
 
 def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:

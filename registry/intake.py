@@ -14,16 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
-from registry import alerts, disputes, lifecycle, receipts
+from registry import alerts, bulk, disputes, lifecycle, receipts
 from registry import payload as p
-from registry.bulk import next_ids
 from registry.clearing import Clearer, ClearReason
 from registry.errors import (
     Conflict,
@@ -75,18 +74,35 @@ _REPORTS = cast(Table, Report.__table__)
 _DATA_KEYS = cast(Table, DataKey.__table__)
 _BORROWERS = cast(Table, Borrower.__table__)
 _RECORDS = cast(Table, Delinquency.__table__)
-_OPEN_LOOKUP = select(
-    select(Borrower.id).where(Borrower.id_index == bindparam("borrower_index")).scalar_subquery(),
-    alerts.someone_else_watches(bindparam("borrower_index"), bindparam("institution_id")),
-    select(func.max(Tombstone.last_sequence))
-    .where(
-        Tombstone.institution_id == bindparam("institution_id"),
-        Tombstone.account_index == bindparam("account_index"),
-    )
-    .scalar_subquery(),
-)
-"""What opening an account needs besides its (locked) record: the borrower's id if stored,
-whether another member watches them, and the account's last cleared sequence; one round trip."""
+_OPEN_TABLES = (_DATA_KEYS, _BORROWERS, _RECORDS, _REPORTS)
+_OPEN_IDS = (2, 1, 1, 1)
+"""Ids an open takes: a data key each for a new borrower and the record (an existing borrower
+leaves one key id and the borrower id unused: a gap in a sequence, nothing more)."""
+_OPEN_LOOKUPS: dict[str, Select[Any]] = {}
+
+
+def _open_lookup(dialect: str) -> Select[Any]:
+    """What opening an account needs besides its (locked) record, in one round trip: the
+    borrower's id if stored, whether another member watches them, the account's last cleared
+    sequence, and the new rows' ids (registry.bulk)."""
+    statement = _OPEN_LOOKUPS.get(dialect)
+    if statement is None:
+        statement = _OPEN_LOOKUPS[dialect] = select(
+            select(Borrower.id)
+            .where(Borrower.id_index == bindparam("borrower_index"))
+            .scalar_subquery(),
+            alerts.someone_else_watches(bindparam("borrower_index"), bindparam("institution_id")),
+            select(func.max(Tombstone.last_sequence))
+            .where(
+                Tombstone.institution_id == bindparam("institution_id"),
+                Tombstone.account_index == bindparam("account_index"),
+            )
+            .scalar_subquery(),
+            *bulk.id_columns(dialect, _OPEN_TABLES),
+        )
+    return statement
+
+
 _INSERT_KEYS = insert(_DATA_KEYS)
 _INSERT_BORROWER = insert(_BORROWERS)
 _INSERT_RECORD = insert(_RECORDS)
@@ -517,27 +533,22 @@ class Intake:
             _RECORD_FOR_UPDATE, {"institution_id": caller.id, "account_index": account_index}
         )
         connection = session.connection()
-        borrower_id, watched, cleared_at = connection.execute(
-            _OPEN_LOOKUP,
+        dialect = connection.dialect.name
+        borrower_id, watched, cleared_at, *ids = connection.execute(
+            _open_lookup(dialect),
             {
                 "borrower_index": borrower_index,
                 "institution_id": caller.id,
                 "account_index": account_index,
+                **bulk.id_counts(_OPEN_IDS),
             },
         ).one()
         check_transition(report, current, cleared_at)
         if watched:
             return None
         new_borrower = borrower_id is None
-        key_ids, new_borrower_ids, [record_id], [log_index] = next_ids(
-            connection,
-            [
-                (_DATA_KEYS, 2 if new_borrower else 1),
-                (_BORROWERS, 1 if new_borrower else 0),
-                (_RECORDS, 1),
-                (_REPORTS, 1),
-            ],
-        )
+        key_ids, new_borrower_ids, [record_id], [log_index] = bulk.ids_from(dialect, ids, _OPEN_IDS)
+        key_ids = key_ids if new_borrower else key_ids[-1:]
         key_rows = []
         if new_borrower:
             borrower_key, borrower = self.borrower_rows(
