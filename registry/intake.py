@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -82,12 +82,26 @@ _OPEN_LOOKUPS: dict[str, Select[Any]] = {}
 
 
 def _open_lookup(dialect: str) -> Select[Any]:
-    """What opening an account needs besides its (locked) record, in one round trip: the
-    borrower's id if stored, whether another member watches them, the account's last cleared
-    sequence, and the new rows' ids (registry.bulk)."""
+    """Everything opening an account reads, in one round trip: the report id's earlier
+    acceptance, the account's record (no lock: an open only writes if there is none, and the
+    unique key settles a race), the borrower's id if stored, whether another member watches
+    them, the account's last cleared sequence, and the new rows' ids (registry.bulk)."""
     statement = _OPEN_LOOKUPS.get(dialect)
     if statement is None:
+        own_report = (
+            Report.institution_id == bindparam("institution_id"),
+            Report.report_id == bindparam("report_id"),
+        )
+        own_record = (
+            Delinquency.institution_id == bindparam("institution_id"),
+            Delinquency.account_index == bindparam("account_index"),
+        )
         statement = _OPEN_LOOKUPS[dialect] = select(
+            select(Report.envelope_sha256).where(*own_report).scalar_subquery(),
+            select(Report.receipt).where(*own_report).scalar_subquery(),
+            select(Delinquency.sequence).where(*own_record).scalar_subquery(),
+            select(Delinquency.status).where(*own_record).scalar_subquery(),
+            select(Delinquency.first_delinquency_date).where(*own_record).scalar_subquery(),
             select(Borrower.id)
             .where(Borrower.id_index == bindparam("borrower_index"))
             .scalar_subquery(),
@@ -132,6 +146,29 @@ class Checked:
 class _Earlier:
     envelope_sha256: str
     receipt: bytes
+
+
+@dataclass(frozen=True)
+class _Current:
+    """What an open needs to know of the account's record, when it has one."""
+
+    sequence: int
+    status: str
+    first_delinquency_date: dt.date
+
+
+def _resent(earlier: _Earlier | None, report_id: str, digest: str) -> IntakeResult | None:
+    """The earlier receipt when these very bytes were accepted before; None for a new report
+    id; ``Conflict`` for a report id accepted before with other bytes."""
+    if earlier is None:
+        return None
+    if earlier.envelope_sha256 == digest:
+        return IntakeResult(report_id, earlier.receipt, created=False)
+    raise Conflict(
+        "this report id was already accepted with different bytes; a report id is never reused",
+        code="report_id_conflict",
+        extra={"report_id": report_id},
+    )
 
 
 @dataclass(frozen=True)
@@ -227,24 +264,17 @@ class Intake:
         if checked is None:
             checked = self.check(lambda: session, caller, raw, now, known_keys=known_keys)
         report_id, digest = checked.report_id, checked.digest
-        existing = self._report(session, caller, report_id)
-        if existing is not None:
-            if existing.envelope_sha256 == digest:
-                return IntakeResult(report_id, existing.receipt, created=False)
-            raise Conflict(
-                "this report id was already accepted with different bytes; "
-                "a report id is never reused",
-                code="report_id_conflict",
-                extra={"report_id": report_id},
-            )
-        if checked.error is not None:
-            raise checked.error
         report = checked.report
-        assert report is not None
-        if report.kind is p.Kind.OPEN:
+        if report is not None and report.kind is p.Kind.OPEN:
             opened = self._open_unwatched(session, caller, report, raw, digest, now)
             if opened is not None:
                 return opened
+        resent = _resent(self._report(session, caller, report_id), report_id, digest)
+        if resent is not None:
+            return resent
+        if checked.error is not None:
+            raise checked.error
+        assert report is not None
         before = alerts.capture(session, self._material, caller, report)
         delinquency, key = self._apply(session, caller, report, now)
         alerts.on_report(session, caller, report.kind, before, delinquency, now)
@@ -523,26 +553,39 @@ class Intake:
         (registry.bulk), so the receipt is signed before its row is written, and no ORM
         objects (a new account raises no alert and answers no dispute). Returns None, having
         written nothing, when another member watches the borrower: the general path then
-        raises their alerts.
+        raises their alerts. A resend gets its receipt here, as on the general path.
         """
         state = report.state
         assert state is not None
         account_index = self.account_index(caller, report.account_ref)
         borrower_index = self.borrower_index(state.borrower.national_id)
-        current = session.scalar(
-            _RECORD_FOR_UPDATE, {"institution_id": caller.id, "account_index": account_index}
-        )
         connection = session.connection()
         dialect = connection.dialect.name
-        borrower_id, watched, cleared_at, *ids = connection.execute(
+        (
+            earlier_digest,
+            earlier_receipt,
+            sequence,
+            status,
+            first_delinquency_date,
+            borrower_id,
+            watched,
+            cleared_at,
+            *ids,
+        ) = connection.execute(
             _open_lookup(dialect),
             {
+                "report_id": report.report_id,
                 "borrower_index": borrower_index,
                 "institution_id": caller.id,
                 "account_index": account_index,
                 **bulk.id_counts(_OPEN_IDS),
             },
         ).one()
+        earlier = None if earlier_digest is None else _Earlier(earlier_digest, earlier_receipt)
+        resent = _resent(earlier, report.report_id, digest)
+        if resent is not None:
+            return resent
+        current = None if sequence is None else _Current(sequence, status, first_delinquency_date)
         check_transition(report, current, cleared_at)
         if watched:
             return None
@@ -763,8 +806,21 @@ def last_cleared(session: Session, caller: Institution, account_index: bytes) ->
     )
 
 
+class AccountRecord(Protocol):
+    """What the account rules read of a record (a ``Delinquency``, or just those columns)."""
+
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def first_delinquency_date(self) -> dt.date: ...
+
+
 def check_transition(
-    report: p.ReportPayload, current: Delinquency | None, cleared_at: int | None
+    report: p.ReportPayload, current: AccountRecord | None, cleared_at: int | None
 ) -> None:
     """The account rules a report must pass before anything is written, in the order checked.
 

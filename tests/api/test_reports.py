@@ -479,10 +479,14 @@ _MEMBERS: dict[str, Member] = {}
 def test_a_copy_that_loses_the_race_to_its_twin_gets_the_receipt_not_a_conflict(
     app: Flask, client: FlaskClient, bank: Member, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The twin commits between this copy's idempotency look-up and its lock on the record."""
+    """The twin commits between this copy's idempotency look-up and its lock on the record.
+
+    (An update: it takes the general path, which locks the record. An open is below.)
+    """
     from registry.intake import Intake
 
-    raw = envelope(bank, payload(bank))
+    assert submit(client, bank, payload(bank)).status_code == 201
+    raw = envelope(bank, payload(bank, kind="update", sequence=2))
     first = post_envelope(client, bank, raw)
     real = Intake._report
     calls: list[str] = []
@@ -496,3 +500,32 @@ def test_a_copy_that_loses_the_race_to_its_twin_gets_the_receipt_not_a_conflict(
     assert len(calls) == 2, "the look-up was not repeated after the conflict"
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.data == first.data
+
+
+@pytest.mark.postgresql_only
+def test_an_open_whose_twin_commits_before_its_inserts_gets_the_twins_receipt(
+    app: Flask, client: FlaskClient, bank: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open reads without locking (there is no record to lock): a twin that commits
+    between its look-up and its inserts makes an insert fail on a unique key, and the retry
+    finds the twin's receipt. (On SQLite the write lock, held from the nonce on, rules it out.)
+    """
+    import registry.intake as intake_module
+
+    svc = app.extensions[EXTENSION]
+    raw = envelope(bank, payload(bank))
+    real = intake_module.check_transition
+    twin: list[bytes] = []
+
+    def twin_first(*args: Any) -> None:
+        real(*args)
+        if not twin:
+            twin.append(b"")  # the twin's own check comes through here too
+            with svc.sessions() as other:
+                member = other.scalars(select(Institution).where(Institution.code == "BANKA"))
+                twin[0] = svc.intake.submit(other, member.one(), raw, svc.clock()).receipt
+
+    monkeypatch.setattr(intake_module, "check_transition", twin_first)
+    answer = post_envelope(client, bank, raw)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.data == twin[0]
