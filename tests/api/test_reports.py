@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -380,14 +381,20 @@ def test_a_key_revoked_in_the_future_still_signs_until_then(
     assert submit(client, bank, payload(bank)).status_code == 201
 
 
-def test_a_member_with_several_keys_may_use_any_valid_one(
-    client: FlaskClient, bank: Member, session: Session, clock: Clock
-) -> None:
+def _second_key(session: Session, clock: Clock) -> tuple[Ed25519PrivateKey, str]:
+    """Another valid key of BANKA's, beside the one its requests are signed with."""
     key, keyid = new_key()
     members.add_key(
         session, "BANKA", ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock()
     )
     session.commit()
+    return key, keyid
+
+
+def test_a_member_with_several_keys_may_use_any_valid_one(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    key, keyid = _second_key(session, clock)
     raw = envelope(bank, payload(bank), key=key, keyid=keyid)
     assert post_envelope(client, bank, raw, key=key, keyid=keyid).status_code == 201
 
@@ -395,11 +402,7 @@ def test_a_member_with_several_keys_may_use_any_valid_one(
 def test_an_envelope_signed_by_another_key_than_the_request_is_checked_against_it(
     client: FlaskClient, bank: Member, session: Session, clock: Clock
 ) -> None:
-    key, keyid = new_key()
-    members.add_key(
-        session, "BANKA", ed25519.public_key_to_pem(ed25519.public_key_raw(key)), clock()
-    )
-    session.commit()
+    key, keyid = _second_key(session, clock)
     raw = envelope(bank, payload(bank), key=key, keyid=keyid)
     assert post_envelope(client, bank, raw).status_code == 201
     forged = envelope(bank, payload(bank), key=new_key()[0], keyid=keyid)
