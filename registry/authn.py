@@ -189,22 +189,14 @@ class NonceUse:
     durable: bool = False
 
 
-def consume_nonce(
-    session: Session, settings: Settings, verified: httpsig.VerifiedRequest, now: dt.datetime
+def _insert_nonce(
+    session: Session, verified: httpsig.VerifiedRequest, window: int, now: dt.datetime
 ) -> None:
-    """Write the nonce in the open transaction (first statement of the request's work).
+    """Write the nonce in the open transaction (the first statement of the request's work).
 
     No savepoint: a duplicate is a replay, and the whole transaction is then rolled back
     (nothing else has been done in it yet).
     """
-    _insert_nonce(
-        session, verified, settings.replay_window_seconds + settings.clock_skew_seconds, now
-    )
-
-
-def _insert_nonce(
-    session: Session, verified: httpsig.VerifiedRequest, window: int, now: dt.datetime
-) -> None:
     expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
     try:
         session.execute(

@@ -19,6 +19,7 @@ from factories import Member, admit, envelope, national_id, new_key, payload, si
 from registry import authn, members
 from registry.intake import Checked, Intake
 from registry.models import RequestNonce
+from registry.settings import Settings
 
 REPLAY_WINDOW = 300
 
@@ -281,12 +282,20 @@ def _verified(bank: Member, nonce: str) -> httpsig.VerifiedRequest:
     )
 
 
+def _consume(
+    session: Session, settings: Settings, verified: httpsig.VerifiedRequest, now: dt.datetime
+) -> None:
+    """What the HTTP layer does with a verified request's nonce: expect it, then write it."""
+    authn.expect_nonce(session, settings, verified, now)
+    authn.write_nonce(session)
+
+
 def test_settle_nonce_records_a_nonce_whose_transaction_was_rolled_back(
     app: Flask, bank: Member, session: Session, clock: Clock
 ) -> None:
     svc = app.extensions["registry"]
     with svc.sessions() as work:
-        authn.consume_nonce(work, svc.settings, _verified(bank, "rolled-back-0123456789"), clock())
+        _consume(work, svc.settings, _verified(bank, "rolled-back-0123456789"), clock())
         assert authn.nonce_pending(work)
         work.rollback()
         assert nonces(session) == []
@@ -300,7 +309,7 @@ def test_settle_nonce_adds_nothing_once_the_work_committed(
 ) -> None:
     svc = app.extensions["registry"]
     with svc.sessions() as work:
-        authn.consume_nonce(work, svc.settings, _verified(bank, "committed-0123456789"), clock())
+        _consume(work, svc.settings, _verified(bank, "committed-0123456789"), clock())
         with work.begin_nested():  # a savepoint's release is not the nonce's commit
             pass
         assert authn.nonce_pending(work)
@@ -317,10 +326,10 @@ def test_settle_nonce_accepts_a_nonce_a_concurrent_copy_recorded_first(
 ) -> None:
     svc = app.extensions["registry"]
     with svc.sessions() as work:
-        authn.consume_nonce(work, svc.settings, _verified(bank, "raced-0123456789"), clock())
+        _consume(work, svc.settings, _verified(bank, "raced-0123456789"), clock())
         work.rollback()
         with svc.sessions() as other:
-            authn.consume_nonce(other, svc.settings, _verified(bank, "raced-0123456789"), clock())
+            _consume(other, svc.settings, _verified(bank, "raced-0123456789"), clock())
             other.commit()
         authn.settle_nonce(work)  # the duplicate means it is consumed: no error
     assert nonces(session) == ["raced-0123456789"]
