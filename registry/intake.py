@@ -106,12 +106,7 @@ def _open_lookup(dialect: str) -> Select[Any]:
             .where(Borrower.id_index == bindparam("borrower_index"))
             .scalar_subquery(),
             alerts.someone_else_watches(bindparam("borrower_index"), bindparam("institution_id")),
-            select(func.max(Tombstone.last_sequence))
-            .where(
-                Tombstone.institution_id == bindparam("institution_id"),
-                Tombstone.account_index == bindparam("account_index"),
-            )
-            .scalar_subquery(),
+            _LAST_CLEARED.scalar_subquery(),
             *bulk.id_columns(dialect, _OPEN_TABLES),
         )
     return statement
