@@ -153,8 +153,9 @@ _EXPECTED = "registry.authn.expected_nonce"
 class ExpectedNonce:
     """A verified request's nonce that is still to be written (by :func:`write_nonce`)."""
 
-    verified: httpsig.VerifiedRequest
-    window_seconds: int
+    keyid: str
+    nonce: str
+    expires_at: dt.datetime
     now: dt.datetime
 
 
@@ -168,14 +169,15 @@ def expect_nonce(
     which on SQLite means before it takes the database's one write lock.
     """
     window = settings.replay_window_seconds + settings.clock_skew_seconds
-    session.info[_EXPECTED] = ExpectedNonce(verified, window, now)
+    expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
+    session.info[_EXPECTED] = ExpectedNonce(verified.keyid, verified.nonce, expires, now)
 
 
 def write_nonce(session: Session) -> None:
     """Write the expected nonce, if any, in the open transaction; a replay is refused here."""
     expected: ExpectedNonce | None = session.info.pop(_EXPECTED, None)
     if expected is not None:
-        _insert_nonce(session, expected.verified, expected.window_seconds, expected.now)
+        _insert_nonce(session, expected)
 
 
 @dataclass
@@ -189,18 +191,16 @@ class NonceUse:
     durable: bool = False
 
 
-def _insert_nonce(
-    session: Session, verified: httpsig.VerifiedRequest, window: int, now: dt.datetime
-) -> None:
+def _insert_nonce(session: Session, expected: ExpectedNonce) -> None:
     """Write the nonce in the open transaction (the first statement of the request's work).
 
     No savepoint: a duplicate is a replay, and the whole transaction is then rolled back
     (nothing else has been done in it yet).
     """
-    expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
     try:
         session.execute(
-            _INSERT_NONCE, {"keyid": verified.keyid, "nonce": verified.nonce, "expires_at": expires}
+            _INSERT_NONCE,
+            {"keyid": expected.keyid, "nonce": expected.nonce, "expires_at": expected.expires_at},
         )
     except IntegrityError:
         session.rollback()
@@ -209,9 +209,11 @@ def _insert_nonce(
         ) from None
     transaction = session.get_transaction()
     assert transaction is not None  # the insert has just begun it
-    session.info[_NONCE] = NonceUse(verified.keyid, verified.nonce, expires, transaction)
+    session.info[_NONCE] = NonceUse(
+        expected.keyid, expected.nonce, expected.expires_at, transaction
+    )
     if secrets.randbelow(100) == 0:
-        purge_nonces(session, now)
+        purge_nonces(session, expected.now)
 
 
 @event.listens_for(Session, "after_commit")
@@ -245,13 +247,7 @@ def settle_nonce(session: Session) -> None:
     expected: ExpectedNonce | None = session.info.pop(_EXPECTED, None)
     use: NonceUse | None = session.info.pop(_NONCE, None)
     if expected is not None:
-        window = dt.timedelta(seconds=expected.window_seconds)
-        created = dt.datetime.fromtimestamp(expected.verified.created, dt.UTC)
-        keyid, nonce, expires_at = (
-            expected.verified.keyid,
-            expected.verified.nonce,
-            created + window,
-        )
+        keyid, nonce, expires_at = expected.keyid, expected.nonce, expected.expires_at
     elif use is not None and not use.durable:
         keyid, nonce, expires_at = use.keyid, use.nonce, use.expires_at
     else:
