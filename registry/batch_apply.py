@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from registry import lifecycle, receipts
+from registry import lifecycle
 from registry import payload as p
 from registry.bulk import insert_rows
 from registry.clearing import ClearReason
@@ -428,17 +428,7 @@ class ChunkApplier:
     ) -> None:
         report = item.report
         assert report is not None
-        values: dict[str, Any] = {
-            "institution_id": self._caller.id,
-            "report_id": report.report_id,
-            "sequence": report.sequence,
-            "kind": report.kind.value,
-            "envelope_sha256": item.digest,
-            "envelope_ct": b"",
-            "receipt": b"",
-            "accepted_at": self._now,
-            "delinquency_id": record_id,
-        }
+        values = self._intake.report_row(self._caller, report, item.digest, self._now, record_id)
         row = _NewReport(position, item, values, record, record_id, key, record_ref)
         if key is None:
             # A report that cleared its record: a receipt without a log index, no envelope.
@@ -446,19 +436,7 @@ class ChunkApplier:
         self._pending.reports.append(row)
 
     def _sign(self, row: _NewReport, log_index: int | None) -> bytes:
-        values = row.values
-        return receipts.sign_receipt(
-            self._material,
-            receipts.receipt_document(
-                report_id=values["report_id"],
-                institution=self._caller.code,
-                envelope_sha256=values["envelope_sha256"],
-                sequence=values["sequence"],
-                kind=values["kind"],
-                accepted_at=self._now,
-                log_index=log_index,
-            ),
-        )
+        return self._intake.sign_row(self._caller.code, row.values, log_index)
 
     # --- writing -------------------------------------------------------------------------
 

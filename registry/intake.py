@@ -533,6 +533,42 @@ class Intake:
             },
         )
 
+    @staticmethod
+    def report_row(
+        caller: Institution,
+        report: p.ReportPayload,
+        digest: str,
+        now: dt.datetime,
+        delinquency_id: int | None,
+    ) -> dict[str, Any]:
+        """A report's row, every column given; its envelope and receipt still empty."""
+        return {
+            "institution_id": caller.id,
+            "report_id": report.report_id,
+            "sequence": report.sequence,
+            "kind": report.kind.value,
+            "envelope_sha256": digest,
+            "envelope_ct": b"",
+            "receipt": b"",
+            "accepted_at": now,
+            "delinquency_id": delinquency_id,
+        }
+
+    def sign_row(self, institution: str, row: dict[str, Any], log_index: int | None) -> bytes:
+        """The receipt of a report :meth:`report_row` built (None: it cleared its record)."""
+        return receipts.sign_receipt(
+            self._material,
+            receipts.receipt_document(
+                report_id=row["report_id"],
+                institution=institution,
+                envelope_sha256=row["envelope_sha256"],
+                sequence=row["sequence"],
+                kind=row["kind"],
+                accepted_at=row["accepted_at"],
+                log_index=log_index,
+            ),
+        )
+
     def _open_unwatched(
         self,
         session: Session,
@@ -598,39 +634,17 @@ class Intake:
         record_key, key, record = self.record_rows(caller, report, state, account_index, now)
         key_rows.append({**record_key, "id": key_ids[-1]})
         record |= {"id": record_id, "borrower_id": borrower_id, "data_key_id": key_ids[-1]}
-        receipt = receipts.sign_receipt(
-            self._material,
-            receipts.receipt_document(
-                report_id=report.report_id,
-                institution=caller.code,
-                envelope_sha256=digest,
-                sequence=report.sequence,
-                kind=report.kind.value,
-                accepted_at=now,
-                log_index=log_index,
-            ),
+        row = self.report_row(caller, report, digest, now, record_id)
+        row["id"] = log_index
+        row["envelope_ct"] = self._vault.seal(
+            key, "reports", "envelope", f"{record['ref']}/{report.report_id}", raw
         )
+        row["receipt"] = receipt = self.sign_row(caller.code, row, log_index)
         connection.execute(_INSERT_KEYS, key_rows)
         if new_borrower:
             connection.execute(_INSERT_BORROWER, borrower)
         connection.execute(_INSERT_RECORD, record)
-        connection.execute(
-            _INSERT_REPORT,
-            {
-                "id": log_index,
-                "institution_id": caller.id,
-                "report_id": report.report_id,
-                "delinquency_id": record_id,
-                "sequence": report.sequence,
-                "kind": report.kind.value,
-                "envelope_sha256": digest,
-                "envelope_ct": self._vault.seal(
-                    key, "reports", "envelope", f"{record['ref']}/{report.report_id}", raw
-                ),
-                "receipt": receipt,
-                "accepted_at": now,
-            },
-        )
+        connection.execute(_INSERT_REPORT, row)
         return IntakeResult(report.report_id, receipt, created=True)
 
     def _open(
