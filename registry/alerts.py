@@ -62,16 +62,23 @@ _STATE_FOR_UPDATE = (
 )
 
 
+def _watching(
+    borrower_index: ColumnElement[bytes] | bytes, reporter_id: ColumnElement[int] | int
+) -> tuple[ColumnElement[bool], ...]:
+    """The live subscriptions of members other than the reporter to the borrower."""
+    return (
+        Subscription.borrower_index == borrower_index,
+        Subscription.ended_at.is_(None),
+        Subscription.institution_id != reporter_id,
+    )
+
+
 def someone_else_watches(
     borrower_index: ColumnElement[bytes], reporter_id: ColumnElement[int]
 ) -> Exists:
     """Whether another member has a live subscription to the borrower: the probe
     :func:`on_report` makes before anything else (intake folds it into its own look-up)."""
-    return exists().where(
-        Subscription.borrower_index == borrower_index,
-        Subscription.ended_at.is_(None),
-        Subscription.institution_id != reporter_id,
-    )
+    return exists().where(*_watching(borrower_index, reporter_id))
 
 
 _ANY_WATCHER = select(someone_else_watches(bindparam("borrower_index"), bindparam("reporter_id")))
@@ -351,11 +358,7 @@ def on_report(
         probe = {"borrower_index": record.borrower.id_index, "reporter_id": reporter.id}
         if not session.scalar(_ANY_WATCHER, probe):
             return []
-    watching = (
-        Subscription.borrower_index == record.borrower.id_index,
-        Subscription.ended_at.is_(None),
-        Subscription.institution_id != reporter.id,
-    )
+    watching = _watching(record.borrower.id_index, reporter.id)
     session.flush()  # a just-opened record needs its id before alerts can point at it
     subscriptions = list(
         session.scalars(
