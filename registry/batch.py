@@ -2,11 +2,12 @@
 
 Banks send most of their reports in bulk (a month's changes at once). Each report in a batch is
 still its own DSSE envelope with its own receipt or refusal, decided by the same rules as a
-single report. The batch goes in chunks: a chunk's envelopes are verified and validated first
-(CPU work, outside any write transaction), then applied by ``registry.batch_apply`` with a few
-statements for the whole chunk, then committed. A failure half-way leaves whole chunks
-accepted, never half of a report, and resending the batch is safe because every report is
-idempotent on its envelope bytes.
+single report. The batch goes in chunks: a chunk's envelopes are verified and validated, and
+what their rows need that depends on the report alone is built (CPU work, outside any write
+transaction: on SQLite, while another worker holds the write lock), then the chunk is applied by
+``registry.batch_apply`` with a few statements for the whole chunk, then committed. A failure
+half-way leaves whole chunks accepted, never half of a report, and resending the batch is safe
+because every report is idempotent on its envelope bytes.
 
 Wire format (see docs/protocol.md): ``{"envelopes": ["<envelope JSON text>", ...]}``. Each
 envelope travels as a JSON string holding its exact bytes, because the receipt names the SHA-256
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from crypto import dsse
 from registry import payload as p
-from registry.batch_apply import Accepted, ChunkApplier, Outcome, Prepared, Refused
+from registry.batch_apply import Accepted, ChunkApplier, Outcome, Prepared, Refused, prepare
 from registry.errors import FieldError, MalformedReport, RegistryError, ValidationFailed
 from registry.intake import Intake, check_signature, decode_payload, parse_envelope
 from registry.models import Institution, MemberKey
@@ -154,42 +155,66 @@ class BatchIntake:
 
     def submit(
         self,
-        session: Session,
+        session: Session | Callable[[], Session],
         caller: Institution,
         envelopes: Sequence[bytes],
         now: dt.datetime,
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
+        known_keys: Sequence[MemberKey] = (),
     ) -> BatchResult:
         """Apply every envelope in order, committing every ``commit_every`` reports.
+
+        ``session`` may be a callable giving it (``api.services.db``): it is called only when
+        a chunk is ready to be written, so a request's nonce is written, and on SQLite the write
+        lock taken, after the first chunk was checked. ``known_keys`` are keys already read
+        (the one that signed the request): envelopes they signed need no look-up.
 
         Outcomes are reported (``on_outcome``) chunk by chunk, once the chunk is committed.
         Raises only on a registry bug or a database failure: the chunk in progress is rolled
         back and the chunks before it stay committed (resending the batch is safe).
         """
+        if isinstance(session, Session):
+            given = session
+
+            def db() -> Session:
+                return given
+
+        else:
+            db = session
+        for key in known_keys:
+            self._keys[key.keyid] = key
         outcomes: list[Outcome] = []
+        writing: Session | None = None
         try:
             for start in range(0, len(envelopes), self._commit_every):
                 chunk = envelopes[start : start + self._commit_every]
-                prepared = self._prepare(session, caller, chunk, now)
-                done = self._apply_chunk(session, caller, prepared, now)
-                session.commit()
+                prepared = self._prepare(db, caller, chunk, now)
+                writing = db()
+                done = self._apply_chunk(writing, caller, prepared, now)
+                writing.commit()
                 outcomes.extend(done)
                 if on_outcome is not None:
                     for outcome in done:
                         on_outcome(outcome)
         except BaseException:
-            session.rollback()
+            if writing is not None:
+                writing.rollback()
             raise
         return BatchResult(outcomes)
 
     def _prepare(
-        self, session: Session, caller: Institution, chunk: Sequence[bytes], now: dt.datetime
+        self,
+        db: Callable[[], Session],
+        caller: Institution,
+        chunk: Sequence[bytes],
+        now: dt.datetime,
     ) -> list[Prepared | Refused]:
-        """Verify and validate a chunk's envelopes: CPU work, outside any write transaction.
+        """Verify and validate a chunk's envelopes and build what depends on each report alone:
+        CPU work, outside any write transaction.
 
-        The signing keys are read once per batch; the look-up is committed at once (it wrote
-        nothing) so that on SQLite the write lock is not held while signatures are checked.
+        Signing keys not known already are read once per batch; the look-up is committed at
+        once, so that on SQLite the write lock is not held while signatures are checked.
         """
         parsed: list[dsse.Envelope | Refused] = []
         for raw in chunk:
@@ -215,6 +240,7 @@ class BatchIntake:
         if wanted:
             for keyid in wanted:
                 self._keys[keyid] = None
+            session = db()
             for key in session.scalars(select(MemberKey).where(MemberKey.keyid.in_(wanted))):
                 self._keys[key.keyid] = key
                 session.expunge(key)  # kept as read, whatever later commits expire
@@ -239,7 +265,9 @@ class BatchIntake:
             report = self._intake.parse_payload(caller, document, now)
         except RegistryError as exc:
             return Prepared(raw, report_id, digest, None, exc)
-        return Prepared(raw, report_id, digest, report, None)
+        item = Prepared(raw, report_id, digest, report, None)
+        prepare(self._intake, caller, item, now)
+        return item
 
     def _apply_chunk(
         self,

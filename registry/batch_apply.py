@@ -1,16 +1,22 @@
-"""One chunk of a batch, applied with a handful of statements instead of a dozen per report.
+"""One chunk of a batch, decided in memory and written with a handful of statements.
 
-A single report costs about fifteen statements and four ORM flushes; at batch sizes the
-statements, not the cryptography, are what limit throughput. Here a chunk's look-ups are made
-once (receipts, records, tombstones, borrowers, subscriptions), each report is decided in
-memory by the same rules as a single report (``intake.check_transition``), and the writes go
-out together: new rows as multi-row INSERTs, changed records in one ORM flush.
+A single report costs about ten statements; at batch sizes the statements, not the
+cryptography, would limit throughput. Here a chunk's look-ups are made once (receipts, records,
+tombstones, borrowers, subscriptions), each report is decided in memory by the same rules as a
+single report (``intake.check_transition``), and the writes go out together: new rows with ids
+taken up front (``registry.bulk``), one statement per table, changed records in one ORM flush,
+clearings by ``Clearer.clear_many``.
 
-What this fast path does not handle goes through the single-report path, in its own SAVEPOINT,
-after the pending writes are flushed so it sees them: a ``correct`` (it answers disputes) and
-any report about a borrower another member watches (it raises alerts). A second report on an
-account, or a report id already seen in the chunk, flushes first and is then decided against
-the stored state, so reports always apply in order.
+What depends on a report alone is built before the write transaction (:func:`prepare`): its
+blind indexes and, for an open, the record's data key, sealed fields and stored envelope, and
+a new borrower's row. On SQLite that work then runs while another worker holds the write lock.
+
+A chain of reports on one account within a chunk (open, then payment, then settle) is decided
+against the account as the chunk left it, in memory. What this fast path does not handle goes
+through the single-report path, in its own SAVEPOINT, after the pending writes are flushed so it
+sees them: a ``correct`` (it answers disputes) and any report about a borrower another member
+watches (it raises alerts). A report id already seen in the chunk, or an open of an account
+whose record the chunk cleared, flushes first and is then decided against the stored state.
 """
 
 from __future__ import annotations
@@ -18,14 +24,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
-from registry import lifecycle
+from registry import bulk, lifecycle
 from registry import payload as p
-from registry.bulk import insert_rows
 from registry.clearing import ClearReason
 from registry.errors import Conflict, RegistryError
 from registry.intake import (
@@ -43,6 +49,11 @@ from registry.models import (
     Subscription,
     Tombstone,
 )
+
+_DATA_KEYS = cast(Table, DataKey.__table__)
+_BORROWERS = cast(Table, Borrower.__table__)
+_RECORDS = cast(Table, Delinquency.__table__)
+_REPORTS = cast(Table, Report.__table__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,22 @@ class Refused:
 Outcome = Accepted | Refused
 
 
+@dataclass(frozen=True)
+class Opening:
+    """An open's rows, built from the report alone, before the write transaction.
+
+    The borrower's rows are used only if the borrower is not stored (nor opened earlier in
+    the chunk): building them costs two AES operations, looking first would cost a read.
+    """
+
+    key_values: dict[str, Any]
+    key: bytes
+    record: dict[str, Any]
+    report: dict[str, Any]
+    borrower_key: dict[str, Any]
+    borrower: dict[str, Any]
+
+
 @dataclass
 class Prepared:
     """A report whose envelope verified: what the chunk needs to decide it.
@@ -79,6 +106,34 @@ class Prepared:
     error: RegistryError | None
     account_index: bytes = b""
     borrower_index: bytes | None = None
+    opening: Opening | None = None
+
+
+def prepare(intake: Intake, caller: Institution, item: Prepared, now: dt.datetime) -> None:
+    """Fill in what applying ``item`` needs that depends on the report alone.
+
+    CPU work (HMACs, a data key, AES), done before the write transaction: on SQLite it then
+    runs while another writer holds the lock, instead of while every other writer waits.
+    """
+    report = item.report
+    if report is None or item.account_index:
+        return
+    item.account_index = intake.account_index(caller, report.account_ref)
+    state = report.state
+    if state is None:
+        return
+    item.borrower_index = intake.borrower_index(state.borrower.national_id)
+    if report.kind is not p.Kind.OPEN:
+        return
+    key_values, key, record = intake.record_rows(caller, report, state, item.account_index, now)
+    row = intake.report_row(caller, report, item.digest, now, None)
+    row["envelope_ct"] = intake.vault.seal(
+        key, "reports", "envelope", f"{record['ref']}/{report.report_id}", item.raw
+    )
+    borrower_key, borrower = intake.borrower_rows(
+        state.borrower.national_id, item.borrower_index, now
+    )
+    item.opening = Opening(key_values, key, record, row, borrower_key, borrower)
 
 
 @dataclass
@@ -90,31 +145,131 @@ class _BorrowerRef:
     key_values: dict[str, Any] | None = None
 
 
-@dataclass
 class _NewRecord:
-    values: dict[str, Any]
-    key_values: dict[str, Any]
-    borrower: _BorrowerRef
-    id: int | None = None
+    """A record opened in this chunk and not written yet: its row, changed in memory by the
+    chunk's later reports on the account, as a stored record would be.
+
+    It reads like a stored record where the account rules (``check_transition``), payments
+    (``lifecycle.apply_payment``) and clearing (``Clearable``) look.
+    """
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        key_values: dict[str, Any],
+        key: bytes,
+        borrower: _BorrowerRef,
+        borrower_index: bytes,
+    ) -> None:
+        self.values = values
+        self.key_values = key_values
+        self.key = key
+        self.borrower = borrower
+        self.borrower_index = borrower_index
+
+    @property
+    def id(self) -> int:
+        row_id: int = self.values["id"]
+        return row_id
+
+    @property
+    def institution_id(self) -> int:
+        value: int = self.values["institution_id"]
+        return value
+
+    @property
+    def borrower_id(self) -> int:
+        value: int = self.values["borrower_id"]
+        return value
+
+    @property
+    def data_key_id(self) -> int:
+        value: int = self.values["data_key_id"]
+        return value
+
+    @property
+    def account_index(self) -> bytes:
+        value: bytes = self.values["account_index"]
+        return value
+
+    @property
+    def ref(self) -> str:
+        value: str = self.values["ref"]
+        return value
+
+    @property
+    def sequence(self) -> int:
+        value: int = self.values["sequence"]
+        return value
+
+    @property
+    def status(self) -> str:
+        value: str = self.values["status"]
+        return value
+
+    @property
+    def product(self) -> str:
+        value: str = self.values["product"]
+        return value
+
+    @property
+    def first_delinquency_date(self) -> dt.date:
+        value: dt.date = self.values["first_delinquency_date"]
+        return value
+
+    @property
+    def settled_on(self) -> dt.date | None:
+        value: dt.date | None = self.values["settled_on"]
+        return value
+
+    @property
+    def penalty(self) -> Decimal:
+        value: Decimal = self.values["penalty"]
+        return value
+
+    @penalty.setter
+    def penalty(self, value: Decimal) -> None:
+        self.values["penalty"] = value
+
+    @property
+    def overdue_interest(self) -> Decimal:
+        value: Decimal = self.values["overdue_interest"]
+        return value
+
+    @overdue_interest.setter
+    def overdue_interest(self, value: Decimal) -> None:
+        self.values["overdue_interest"] = value
+
+    @property
+    def overdue_principal(self) -> Decimal:
+        value: Decimal = self.values["overdue_principal"]
+        return value
+
+    @overdue_principal.setter
+    def overdue_principal(self, value: Decimal) -> None:
+        self.values["overdue_principal"] = value
+
+
+_Record = Delinquency | _NewRecord
 
 
 @dataclass
 class _NewReport:
-    """A report row to insert; its receipt is signed once its id (the log index) is known."""
+    """A report row to insert; its receipt is signed once its id (the log index) is known.
+
+    ``key`` is None for a report that cleared its record: no envelope, no log index.
+    """
 
     position: int
     item: Prepared
     values: dict[str, Any]
-    record: _NewRecord | None = None
-    record_id: int | None = None
+    record: _Record | None = None
     key: bytes | None = None
-    record_ref: str | None = None
-    id: int | None = None
 
 
 @dataclass
 class _Clear:
-    record: Delinquency
+    record: _Record
     reason: ClearReason
     account_ref: str
 
@@ -125,6 +280,7 @@ class _Pending:
     reports: list[_NewReport] = field(default_factory=list)
     clears: list[_Clear] = field(default_factory=list)
     accounts: set[bytes] = field(default_factory=set)
+    cleared_accounts: set[bytes] = field(default_factory=set)
     report_ids: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -147,7 +303,6 @@ class ChunkApplier:
     ) -> None:
         self._intake = intake
         self._vault = intake.vault
-        self._material = intake.material
         self._policy = intake.policy
         self._clearer = intake.clearer
         self._session = session
@@ -157,10 +312,11 @@ class ChunkApplier:
         self._pending = _Pending()
         self._outcomes: dict[int, Outcome] = {}
         self._receipts: dict[str, tuple[str, bytes] | None] = {}
-        self._records: dict[bytes, Delinquency | None] = {}
+        self._records: dict[bytes, _Record | None] = {}
         self._cleared: dict[bytes, int | None] = {}
         self._borrowers: dict[bytes, _BorrowerRef | None] = {}
         self._watched: dict[bytes, bool] = {}
+        self._keys: dict[int, bytes] = {}
         self._held: list[object] = []
 
     # --- the chunk ---------------------------------------------------------------------
@@ -168,14 +324,7 @@ class ChunkApplier:
     def apply(self, items: Sequence[Prepared | Refused]) -> list[Outcome]:
         prepared = [i for i in items if isinstance(i, Prepared)]
         for item in prepared:
-            if item.report is not None:
-                item.account_index = self._intake.account_index(
-                    self._caller, item.report.account_ref
-                )
-                if item.report.state is not None:
-                    item.borrower_index = self._intake.borrower_index(
-                        item.report.state.borrower.national_id
-                    )
+            prepare(self._intake, self._caller, item, self._now)  # done already, as a rule
         self._prefetch(prepared)
         for position, entry in enumerate(items):
             if isinstance(entry, Refused):
@@ -187,8 +336,14 @@ class ChunkApplier:
 
     def _decide(self, position: int, item: Prepared) -> None:
         pending = self._pending
-        if item.report_id in pending.report_ids or item.account_index in pending.accounts:
-            # The stored state must be seen first: reports apply in order.
+        report = item.report
+        if item.report_id in pending.report_ids or (
+            report is not None
+            and report.kind is p.Kind.OPEN
+            and item.account_index in pending.cleared_accounts
+        ):
+            # The stored state must be seen first: an earlier report's receipt, or the
+            # record's deletion before the account's new record is inserted (a unique key).
             self._flush()
         stored = self._receipt(item.report_id)
         if stored is not None:
@@ -205,16 +360,15 @@ class ChunkApplier:
                     )
                 )
             return
-        if item.error is not None or item.report is None:
+        if item.error is not None or report is None:
             assert item.error is not None
             record_cap_violations(self._session, self._caller, item.error, self._now)
             self._outcomes[position] = Refused(item.error)
             return
-        report = item.report
         current = self._record(item.account_index)
         borrower_index = item.borrower_index
         if borrower_index is None and current is not None:
-            borrower_index = current.borrower.id_index
+            borrower_index = _borrower_index(current)
         if report.kind is p.Kind.CORRECT or (
             borrower_index is not None and self._is_watched(borrower_index)
         ):
@@ -231,8 +385,8 @@ class ChunkApplier:
         except RegistryError as exc:
             self._outcomes[position] = Refused(exc)
             return
-        self._pending.accounts.add(item.account_index)
-        self._pending.report_ids.add(item.report_id)
+        pending.accounts.add(item.account_index)
+        pending.report_ids.add(item.report_id)
 
     # --- look-ups (once per chunk, again only for what a flush changed) -----------------
 
@@ -252,11 +406,13 @@ class ChunkApplier:
         if accounts:
             self._load_records(accounts)
         indexes = {i.borrower_index for i in items if i.borrower_index is not None}
-        indexes |= {r.borrower.id_index for r in self._records.values() if r is not None}
+        indexes |= {_borrower_index(r) for r in self._records.values() if r is not None}
         wanted = indexes - set(self._borrowers)
         if wanted:
-            for borrower in session.scalars(select(Borrower).where(Borrower.id_index.in_(wanted))):
-                self._borrowers[borrower.id_index] = _BorrowerRef(borrower.id)
+            for borrower_id, index in session.execute(
+                select(Borrower.id, Borrower.id_index).where(Borrower.id_index.in_(wanted))
+            ):
+                self._borrowers[index] = _BorrowerRef(borrower_id)
             for index in wanted:
                 self._borrowers.setdefault(index, None)
         self._load_watched(indexes)
@@ -328,7 +484,7 @@ class ChunkApplier:
             self._receipts[report_id] = None if row is None else (row[0], row[1])
         return self._receipts[report_id]
 
-    def _record(self, account: bytes) -> Delinquency | None:
+    def _record(self, account: bytes) -> _Record | None:
         if account not in self._records:
             self._load_records({account})
         return self._records[account]
@@ -348,28 +504,33 @@ class ChunkApplier:
         self._load_watched({index})
         return self._watched[index]
 
+    def _key(self, record: _Record) -> bytes:
+        """The record's data key, unwrapped once per chunk."""
+        if isinstance(record, _NewRecord):
+            return record.key
+        key = self._keys.get(record.data_key_id)
+        if key is None:
+            key = self._keys[record.data_key_id] = self._vault.open_key(record.data_key)
+        return key
+
     # --- planning (in memory; nothing is written until the flush) -----------------------
 
     def _plan_open(self, position: int, item: Prepared) -> None:
-        report = item.report
-        assert report is not None and report.state is not None and item.borrower_index
-        now = self._now
+        report, opening = item.report, item.opening
+        assert report is not None and opening is not None and item.borrower_index is not None
         borrower = self._borrower(item.borrower_index)
         if borrower is None:
-            key_values, values = self._intake.borrower_rows(
-                report.state.borrower.national_id, item.borrower_index, now
-            )
-            borrower = _BorrowerRef(None, values=values, key_values=key_values)
+            borrower = _BorrowerRef(None, values=opening.borrower, key_values=opening.borrower_key)
             self._borrowers[item.borrower_index] = borrower
-        key_values, key, values = self._intake.record_rows(
-            self._caller, report, report.state, item.account_index, now
+        record = _NewRecord(
+            opening.record, opening.key_values, opening.key, borrower, item.borrower_index
         )
-        record = _NewRecord(values, key_values, borrower)
         self._pending.records.append(record)
-        self._add_report(position, item, record=record, key=key, record_ref=values["ref"])
+        self._records[item.account_index] = record
+        self._add_report(position, item, opening.report, record=record, key=opening.key)
 
-    def _plan_change(self, position: int, item: Prepared, current: Delinquency) -> None:
-        """An update, payment, settlement or withdrawal of a stored record.
+    def _plan_change(self, position: int, item: Prepared, current: _Record) -> None:
+        """An update, payment, settlement or withdrawal of a record, stored or new in the chunk.
 
         Every check that can refuse the report runs before the record is touched.
         """
@@ -377,66 +538,71 @@ class ChunkApplier:
         assert report is not None
         if report.state is not None:
             assert item.borrower_index is not None
-            check_same_borrower(current.borrower.id_index, item.borrower_index)
+            check_same_borrower(_borrower_index(current), item.borrower_index)
         paid_off = False
         if report.payment is not None:
-            paid_off = lifecycle.apply_payment(current, report.payment.amount)
-        key = self._vault.open_key(current.data_key)
-        current.sequence = report.sequence
-        current.updated_at = self._now
+            # NOTE: apply_payment reads and writes the three balances only, which a new
+            # record has as properties over its row.
+            paid_off = lifecycle.apply_payment(cast(Delinquency, current), report.payment.amount)
+        key = self._key(current)
+        changes: dict[str, Any] = {"sequence": report.sequence, "updated_at": self._now}
         if report.state is not None:
-            for column, value in self._intake.state_columns(current.ref, report.state, key).items():
-                setattr(current, column, value)
+            changes |= self._intake.state_columns(current.ref, report.state, key)
         settlement: tuple[p.SettlementType, dt.date] | None = None
         if report.payment is not None and paid_off:
             settlement = (p.SettlementType.PAID_IN_FULL, report.payment.date)
         elif report.settlement is not None:
             settlement = (report.settlement.type, report.settlement.date)
         if settlement is not None:
-            current.status = "settled"
-            current.settled_on = settlement[1]
-            current.settlement_type = settlement[0].value
-            if self._policy.clear_on_settlement:
-                self._clear(position, item, current, ClearReason.SETTLED)
-                return
+            changes |= {
+                "status": "settled",
+                "settled_on": settlement[1],
+                "settlement_type": settlement[0].value,
+            }
+        _change(current, changes)
+        row = self._intake.report_row(self._caller, report, item.digest, self._now, None)
+        if settlement is not None and self._policy.clear_on_settlement:
+            self._clear(position, item, current, ClearReason.SETTLED, row)
         elif report.withdrawal is not None:
             reason = (
                 ClearReason.FRAUD
                 if report.withdrawal.reason is p.WithdrawalReason.FRAUD
                 else ClearReason.REPORTED_IN_ERROR
             )
-            self._clear(position, item, current, reason)
-            return
-        self._add_report(position, item, record_id=current.id, key=key, record_ref=current.ref)
+            self._clear(position, item, current, reason, row)
+        else:
+            row["envelope_ct"] = self._vault.seal(
+                key, "reports", "envelope", f"{current.ref}/{report.report_id}", item.raw
+            )
+            self._add_report(position, item, row, record=current, key=key)
 
     def _clear(
-        self, position: int, item: Prepared, record: Delinquency, reason: ClearReason
+        self,
+        position: int,
+        item: Prepared,
+        record: _Record,
+        reason: ClearReason,
+        row: dict[str, Any],
     ) -> None:
+        """Clear ``record`` with the report: the account has no record from here on."""
         assert item.report is not None
-        self._pending.clears.append(_Clear(record, reason, item.report.account_ref))
-        self._add_report(position, item)
+        pending = self._pending
+        pending.clears.append(_Clear(record, reason, item.report.account_ref))
+        pending.cleared_accounts.add(item.account_index)
+        self._records[item.account_index] = None
+        self._cleared[item.account_index] = record.sequence
+        self._add_report(position, item, row)
 
     def _add_report(
         self,
         position: int,
         item: Prepared,
+        values: dict[str, Any],
         *,
-        record: _NewRecord | None = None,
-        record_id: int | None = None,
+        record: _Record | None = None,
         key: bytes | None = None,
-        record_ref: str | None = None,
     ) -> None:
-        report = item.report
-        assert report is not None
-        values = self._intake.report_row(self._caller, report, item.digest, self._now, record_id)
-        row = _NewReport(position, item, values, record, record_id, key, record_ref)
-        if key is None:
-            # A report that cleared its record: a receipt without a log index, no envelope.
-            values["receipt"] = self._sign(row, None)
-        self._pending.reports.append(row)
-
-    def _sign(self, row: _NewReport, log_index: int | None) -> bytes:
-        return self._intake.sign_row(self._caller.code, row.values, log_index)
+        self._pending.reports.append(_NewReport(position, item, values, record, key))
 
     # --- writing -------------------------------------------------------------------------
 
@@ -444,28 +610,58 @@ class ChunkApplier:
         pending = self._pending
         if not pending:
             pending.accounts.clear()
+            pending.cleared_accounts.clear()
             pending.report_ids.clear()
             return
         session = self._session
-        new_borrowers = [r.borrower for r in pending.records if r.borrower.id is None]
-        new_borrowers = list({id(b): b for b in new_borrowers}.values())
+        connection = session.connection()
+        new_borrowers = list(
+            {id(r.borrower): r.borrower for r in pending.records if r.borrower.id is None}.values()
+        )
         key_rows = [b.key_values or {} for b in new_borrowers]
         key_rows += [r.key_values for r in pending.records]
-        key_ids = self._insert(DataKey, key_rows)
-        for borrower, key_id in zip(new_borrowers, key_ids, strict=False):
-            assert borrower.values is not None
-            borrower.values["data_key_id"] = key_id
-        borrower_ids = self._insert(Borrower, [b.values or {} for b in new_borrowers])
-        for borrower, borrower_id in zip(new_borrowers, borrower_ids, strict=True):
-            borrower.id = borrower_id
-        for record, key_id in zip(pending.records, key_ids[len(new_borrowers) :], strict=True):
-            record.values["data_key_id"] = key_id
-            record.values["borrower_id"] = record.borrower.id
-        record_ids = self._insert(Delinquency, [r.values for r in pending.records])
-        for record, record_id in zip(pending.records, record_ids, strict=True):
-            record.id = record_id
-        session.flush()  # the changed records (updates, settlements) and counted refusals
-        cleared_borrowers = {c.record.borrower.id_index for c in pending.clears}
+        key_ids, borrower_ids, record_ids, report_ids = bulk.next_ids(
+            connection,
+            [
+                (_DATA_KEYS, len(key_rows)),
+                (_BORROWERS, len(new_borrowers)),
+                (_RECORDS, len(pending.records)),
+                (_REPORTS, len(pending.reports)),
+            ],
+        )
+        for key_row, key_id in zip(key_rows, key_ids, strict=True):
+            key_row["id"] = key_id
+        borrower_rows = [b.values or {} for b in new_borrowers]
+        for borrower, values, borrower_id, key_id in zip(
+            new_borrowers, borrower_rows, borrower_ids, key_ids, strict=False
+        ):
+            borrower.id = values["id"] = borrower_id
+            values["data_key_id"] = key_id
+        for record, record_id, key_id in zip(
+            pending.records, record_ids, key_ids[len(new_borrowers) :], strict=True
+        ):
+            record.values |= {
+                "id": record_id,
+                "data_key_id": key_id,
+                "borrower_id": record.borrower.id,
+            }
+        code = self._caller.code
+        for report, report_id in zip(pending.reports, report_ids, strict=True):
+            values = report.values
+            values["id"] = report_id
+            if report.key is not None:
+                assert report.record is not None
+                values["delinquency_id"] = report.record.id
+            values["receipt"] = self._intake.sign_row(
+                code, values, report_id if report.key is not None else None
+            )
+        bulk.write_rows(connection, _DATA_KEYS, key_rows)
+        bulk.write_rows(connection, _BORROWERS, borrower_rows)
+        bulk.write_rows(connection, _RECORDS, [r.values for r in pending.records])
+        bulk.write_rows(connection, _REPORTS, [r.values for r in pending.reports])
+        session.flush()  # the stored records' changes and counted refusals
+        # Reports of a record cleared here go with it (as when sent one by one), so they were
+        # written above, where the clearing finds and deletes them.
         for reason in ClearReason:
             clears = [c for c in pending.clears if c.reason is reason]
             self._clearer.clear_many(
@@ -475,48 +671,25 @@ class ChunkApplier:
                 self._now,
                 account_refs={c.record.id: c.account_ref for c in clears},
             )
-        for row in pending.reports:
-            if row.record is not None:
-                row.values["delinquency_id"] = row.record.id
-            if row.key is not None:
-                assert row.record_ref is not None
-                row.values["envelope_ct"] = self._vault.seal(
-                    row.key,
-                    "reports",
-                    "envelope",
-                    f"{row.record_ref}/{row.values['report_id']}",
-                    row.item.raw,
-                )
-        report_ids = self._insert(Report, [r.values for r in pending.reports])
-        signed = []
-        for row, report_id in zip(pending.reports, report_ids, strict=True):
-            if row.key is not None:
-                row.values["receipt"] = self._sign(row, report_id)
-                signed.append({"rid": report_id, "receipt": row.values["receipt"]})
-        if signed:
-            session.connection().execute(
-                update(Report.__table__)  # type: ignore[arg-type]
-                .where(Report.__table__.c.id == bindparam("rid"))
-                .values(receipt=bindparam("receipt")),
-                signed,
-            )
-        for row in pending.reports:
-            receipt = row.values["receipt"]
-            self._receipts[row.values["report_id"]] = (row.item.digest, receipt)
-            self._outcomes[row.position] = Accepted(row.item.report_id, receipt, created=True)
+        cleared = {c.record.id for c in pending.clears}
+        for report in pending.reports:
+            values = report.values
+            receipt = values["receipt"]
+            if values["delinquency_id"] in cleared:
+                self._receipts.pop(values["report_id"], None)
+            else:
+                self._receipts[values["report_id"]] = (report.item.digest, receipt)
+            self._outcomes[report.position] = Accepted(report.item.report_id, receipt, created=True)
         # What the flush changed is read again from the database when next needed.
         for account in pending.accounts:
             self._records.pop(account, None)
             self._cleared.pop(account, None)
-        for index in cleared_borrowers:
-            self._borrowers.pop(index, None)
+        for clear in pending.clears:
+            self._borrowers.pop(_borrower_index(clear.record), None)
+            # NOTE: on SQLite a deleted row's id may be given again (the next after the
+            # largest): a key remembered by id would then seal under the wrong key.
+            self._keys.pop(clear.record.data_key_id, None)
         self._pending = _Pending()
-
-    def _insert(self, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
-        """Insert ``rows`` in one statement (or COPY); their ids, in the order given."""
-        # NOTE: Core on the session's connection, not the ORM's bulk insert: these rows never
-        # become ORM objects, and the ORM's per-row bookkeeping cost more than the insert.
-        return insert_rows(self._session.connection(), model.__table__, rows)
 
     def _slow(self, position: int, item: Prepared) -> None:
         """The single-report path for one report, after the pending writes."""
@@ -531,5 +704,21 @@ class ChunkApplier:
         self._records.clear()
         self._cleared.clear()
         self._borrowers.clear()
+        self._keys.clear()
         self._held.clear()
         self._receipts.pop(item.report_id, None)
+
+
+def _borrower_index(record: _Record) -> bytes:
+    if isinstance(record, _NewRecord):
+        return record.borrower_index
+    return record.borrower.id_index
+
+
+def _change(record: _Record, changes: dict[str, Any]) -> None:
+    """Set columns of a record: a new one's row, or a stored one's ORM attributes."""
+    if isinstance(record, _NewRecord):
+        record.values |= changes
+        return
+    for column, value in changes.items():
+        setattr(record, column, value)

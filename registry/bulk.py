@@ -21,7 +21,17 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as psycopg_sql
-from sqlalchemy import Connection, ScalarSelect, Select, Table, bindparam, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Insert,
+    ScalarSelect,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.exc import DBAPIError
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Select[Any]] = {}
@@ -85,11 +95,30 @@ def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]
     [ids] = next_ids(connection, [(table, len(rows))])
     for row, row_id in zip(rows, ids, strict=True):
         row["id"] = row_id
+    write_rows(connection, table, rows)
+    return ids
+
+
+def write_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` whose ids are set (from :func:`next_ids`): one ``COPY`` or one
+    ``executemany``. For a writer that numbers several tables' rows in one statement."""
+    if not rows:
+        return
     if connection.dialect.name == "postgresql":
         copy_in(connection, table, rows)
     else:
-        connection.execute(insert(table), rows)
-    return ids
+        connection.execute(_insert(table), rows)
+
+
+_INSERTS: dict[str, Insert] = {}
+
+
+def _insert(table: Table) -> Insert:
+    """The table's plain INSERT, built once (SQLAlchemy caches the compiled form either way)."""
+    statement = _INSERTS.get(table.name)
+    if statement is None:
+        statement = _INSERTS[table.name] = insert(table)
+    return statement
 
 
 def copy_in(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -9,7 +9,7 @@ from api.errors import ProblemSchema, from_registry_error
 from api.members.schemas import EnvelopeSchema
 from api.observability import count_report
 from api.services import db, services
-from api.signing import caller, prepares_before_writing, require_member
+from api.signing import caller, confirm_caller, prepares_before_writing, require_member
 from registry import receipts
 from registry.batch import (
     MAX_BATCH_BYTES,
@@ -84,8 +84,12 @@ class Reports(MethodView):
         svc = services()
         who, raw, now = caller(), request.get_data(cache=True), svc.clock()
         try:
-            # Checked before the first db(): on SQLite, before taking the write lock.
-            checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+            try:
+                # Checked before the first db(): on SQLite, before taking the write lock.
+                checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+            except RegistryError:
+                confirm_caller()  # a revoked key gets 401, not an answer about its envelope
+                raise
             result = svc.intake.submit(db(), who.institution, raw, now, checked=checked)
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)
@@ -146,6 +150,7 @@ class BatchResponseSchema(ma.Schema):
 
 
 @blp.route("/reports/batch")
+@prepares_before_writing
 class ReportBatch(MethodView):
     @blp.doc(
         security=SIGNED,
@@ -167,11 +172,18 @@ class ReportBatch(MethodView):
     )
     def post(self) -> Response:
         """Submit many signed reports at once; each is accepted or refused on its own."""
-        svc = services()
+        svc, who = services(), caller()
         envelopes = parse_batch(request.get_data(cache=True))
         batch = BatchIntake(svc.intake)
+        # ``db`` itself, not a session: each chunk is checked before it is first called, so on
+        # SQLite the first chunk's checks run before this request takes the write lock.
         result = batch.submit(
-            db(), caller().institution, envelopes, svc.clock(), on_outcome=_count_outcome
+            db,
+            who.institution,
+            envelopes,
+            svc.clock(),
+            on_outcome=_count_outcome,
+            known_keys=[who.key],
         )
         parts = [_item_json(i, o) for i, o in enumerate(result.outcomes)]
         head = f'{{"accepted":{result.accepted},"refused":{result.refused},"results":['
