@@ -14,7 +14,9 @@ import datetime as dt
 import enum
 import json
 import secrets
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Integer,
+    Select,
     Table,
     any_,
     bindparam,
@@ -37,8 +40,9 @@ from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 from crypto import dsse
 from crypto import envelope_encryption as ee
+from registry import bulk
 from registry.authn import purge_nonces
-from registry.db import checkpoint_wal
+from registry.db import begin_read, checkpoint_wal
 from registry.masking import mask_account_ref
 from registry.models import (
     Base,
@@ -143,6 +147,12 @@ CHUNK = 500
 """Records cleared per round of statements: bounds the rows built in memory per statement and
 keeps the one expanded ``IN`` list (blind indexes) well under SQLite's bound-parameter limit."""
 
+SWEEP_WORKERS = 2
+"""Threads that clear one sweep rule's records side by side, each a chunk at a time in its own
+transaction. Signing certificates (Python; Ed25519 releases the GIL) then overlaps the database's
+work: PostgreSQL's deletes and foreign-key checks run in its server processes, SQLite's in C
+without the GIL while the other thread signs its next chunk outside the write lock."""
+
 
 @dataclass(frozen=True)
 class _Issue:
@@ -153,6 +163,103 @@ class _Issue:
     cleared_at: str
     expires_at: dt.datetime
     keyid: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Certificate:
+    """A signed, sealed certificate not yet written: its data key's row and its own row.
+
+    The ids (the key's, and the certificate's reference to it) and the borrower's index are
+    filled in when it is written, under the locks of the transaction that clears its record.
+    """
+
+    key_row: dict[str, Any]
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A due record as the sweeper claims it, with what its certificate needs besides.
+
+    Equal only when every column is: a record that changed between being certified outside
+    the write lock and being cleared under it gets a new certificate (see ``_sweep_chunk``).
+    """
+
+    record: DueRecord
+    institution_code: str
+    key_version: int
+    key_wrapped: bytes
+    key_ref: str
+
+
+class _Claims:
+    """Hands one rule's due records to the sweep's threads, a chunk each, each record once.
+
+    A cursor (the last id handed out) rather than the database's row locks alone: on SQLite a
+    thread claims without any lock, and two threads must not certify the same records.
+    """
+
+    def __init__(self, query: Select[Any], batch: int) -> None:
+        self._query = query
+        self._batch = batch
+        self._lock = threading.Lock()
+        self._after = 0
+        self._done = False
+        self.writing = threading.Lock()
+        """Held by the thread in SQLite's write transaction: the other waits on it, and is woken
+        when it is free, instead of polling SQLite's lock in the busy handler's growing sleeps."""
+
+    def take(self, connection: Connection) -> list[_Due]:
+        """The next chunk (fewer than ``batch`` when the rule has no more), in id order."""
+        with self._lock:
+            if self._done:
+                return []
+            rows = connection.execute(self._query, {"after": self._after}).all()
+            if len(rows) < self._batch:
+                self._done = True
+            if rows:
+                self._after = rows[-1][0]
+        return _dues(rows)
+
+    def stop(self) -> None:
+        """No more chunks for anyone (a thread failed: the others finish theirs and return)."""
+        with self._lock:
+            self._done = True
+
+
+_DUE_COLUMNS = [getattr(Delinquency, f.name) for f in dataclasses.fields(DueRecord)]
+
+
+def _due(condition: ColumnElement[bool]) -> Select[Any]:
+    """Due records and what their certificates need: institution code, data key's columns."""
+    return (
+        select(
+            *_DUE_COLUMNS,
+            Institution.code,
+            DataKey.master_version,
+            DataKey.wrapped,
+            DataKey.ref,
+        )
+        .join(Institution, Institution.id == Delinquency.institution_id)
+        .join(DataKey, DataKey.id == Delinquency.data_key_id)
+        .where(condition)
+        .order_by(Delinquency.id)
+    )
+
+
+def _dues(rows: Iterable[Sequence[Any]]) -> list[_Due]:
+    """The rows of a ``_due`` query as ``_Due``."""
+    width = len(_DUE_COLUMNS)
+    return [_Due(DueRecord(*row[:width]), *row[width:]) for row in rows]
+
+
+def _holds_claims(session: Session) -> bool:
+    """True where a claim's row locks can last while it is certified (PostgreSQL).
+
+    On SQLite any write transaction holds the one write lock: a chunk is claimed and certified
+    outside it, and what is still due is read again under it.
+    """
+    return session.get_bind().dialect.name != "sqlite"
 
 
 def _table(model: type[Base]) -> Table:
@@ -180,6 +287,15 @@ def _ids_in(
         listed = func.json_each(json.dumps(values)).table_valued("value")
         return column.in_(select(listed.c.value))
     return column.in_(values)
+
+
+def _insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``: one ``COPY`` on PostgreSQL (a pipelined ``executemany`` still has the
+    server run, and the driver build, one INSERT per row), one ``executemany`` elsewhere."""
+    if connection.dialect.name == "postgresql":
+        bulk.copy_in(connection, table, rows)
+    else:
+        connection.execute(insert(table), rows)
 
 
 def _forget(session: Session, gone: Mapping[type[Base], Collection[int]]) -> None:
@@ -245,6 +361,34 @@ class Clearer:
 
         ``account_refs`` maps each record's id to its account reference (for the certificate's
         masked reference). The records leave the session: their rows are deleted around the ORM.
+        """
+        if not records:
+            return
+        # Pending changes (a settlement, a dispute's answer) reach the rows before the rows go.
+        session.flush()
+        issue = self._issue(reason, now)
+        codes: dict[int, str] = {
+            institution_id: code
+            for institution_id, code in session.connection().execute(
+                select(Institution.id, Institution.code).where(
+                    Institution.id.in_({r.institution_id for r in records})
+                )
+            )
+        }
+        certificates = [
+            self._certify(r, codes[r.institution_id], issue, account_ref=account_refs[r.id])
+            for r in records
+        ]
+        self._clear_certified(session, records, certificates, issue)
+
+    def _clear_certified(
+        self,
+        session: Session,
+        records: Sequence[Clearable],
+        certificates: Sequence[_Certificate],
+        issue: _Issue,
+    ) -> None:
+        """Delete ``records`` and write their certificates (``certificates[i]`` is records[i]'s).
 
         NOTE: every borrower of every record is row-locked, in id order, before asking whether
         another record still refers to them; otherwise two transactions clearing a borrower's
@@ -252,70 +396,32 @@ class Clearer:
         (and their ID) behind. Locking all of them first, in one order, also means two callers
         never wait for each other in a cycle.
         """
-        if not records:
-            return
-        # Pending changes (a settlement, a dispute's answer) reach the rows before the rows go.
-        session.flush()
         borrower_ids = sorted({r.borrower_id for r in records})
         id_indexes: dict[int, bytes] = {}
         for start in range(0, len(borrower_ids), CHUNK):
             id_indexes |= lock_borrowers(session, borrower_ids[start : start + CHUNK])
         for start in range(0, len(records), CHUNK):
-            chunk = records[start : start + CHUNK]
-            self._clear_chunk(session, chunk, reason, now, account_refs, id_indexes)
+            self._clear_chunk(
+                session,
+                records[start : start + CHUNK],
+                certificates[start : start + CHUNK],
+                issue,
+                id_indexes,
+            )
 
     def _clear_chunk(
         self,
         session: Session,
         records: Sequence[Clearable],
-        reason: ClearReason,
-        now: dt.datetime,
-        account_refs: Mapping[int, str],
+        certificates: Sequence[_Certificate],
+        issue: _Issue,
         id_indexes: Mapping[int, bytes],
     ) -> None:
         connection = session.connection()
         record_ids = [r.id for r in records]
-        codes: dict[int, str] = {
-            institution_id: code
-            for institution_id, code in connection.execute(
-                select(Institution.id, Institution.code).where(
-                    Institution.id.in_({r.institution_id for r in records})
-                )
-            )
-        }
-
-        issue = _Issue(
-            reason=reason,
-            now=now,
-            cleared_at=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            expires_at=now + dt.timedelta(days=self._policy.certificate_retention_days),
-            keyid=self._material.signing_keyid,
-        )
-        key_rows: list[dict[str, Any]] = []
-        certificate_rows: list[dict[str, Any]] = []
-        for record in records:
-            key_row, certificate_row = self._certify(
-                record,
-                id_indexes[record.borrower_id],
-                codes[record.institution_id],
-                issue,
-                account_ref=account_refs[record.id],
-            )
-            key_rows.append(key_row)
-            certificate_rows.append(certificate_row)
-        keys, certificates = _table(DataKey), _table(ClearanceCertificate)
-        connection.execute(insert(keys), key_rows)
-        # The certificate finds its data key by the key's unique ref: no ids to bring back.
-        connection.execute(
-            insert(certificates).values(
-                data_key_id=select(keys.c.id)
-                .where(keys.c.ref == bindparam("key_ref"))
-                .scalar_subquery()
-            ),
-            certificate_rows,
-        )
         # The tombstones are copied from the records' rows (flushed above): no row per record
-        # goes through Python.
+        # goes through Python. First, because on SQLite this write takes the write lock (if the
+        # transaction has not yet) before the data keys' ids are counted from the largest.
         delinquencies = _table(Delinquency)
         tombstones = _table(Tombstone)
         connection.execute(
@@ -325,13 +431,30 @@ class Clearer:
                     delinquencies.c.institution_id,
                     delinquencies.c.account_index,
                     delinquencies.c.sequence,
-                    bindparam("reason", reason.value, type_=tombstones.c.reason.type),
-                    bindparam("cleared_at", now, type_=tombstones.c.cleared_at.type),
+                    bindparam("reason", issue.reason.value, type_=tombstones.c.reason.type),
+                    bindparam("cleared_at", issue.now, type_=tombstones.c.cleared_at.type),
                 )
                 .where(_ids_in(connection, delinquencies.c.id, record_ids))
                 .order_by(delinquencies.c.id),
             )
         )
+        # The certificates' keys get their ids up front, so each certificate names its key
+        # directly and both tables go out as one COPY (PostgreSQL) or executemany each.
+        keys = _table(DataKey)
+        [key_ids] = bulk.next_ids(connection, [(keys, len(records))])
+        key_rows: list[dict[str, Any]] = []
+        certificate_rows: list[dict[str, Any]] = []
+        for record, certificate, key_id in zip(records, certificates, key_ids, strict=True):
+            key_rows.append({**certificate.key_row, "id": key_id})
+            certificate_rows.append(
+                {
+                    **certificate.row,
+                    "data_key_id": key_id,
+                    "borrower_index": id_indexes[record.borrower_id],
+                }
+            )
+        _insert(connection, keys, key_rows)
+        _insert(connection, _table(ClearanceCertificate), certificate_rows)
 
         gone: dict[type[Base], list[int]] = {Delinquency: record_ids}
         doomed_keys = [r.data_key_id for r in records]
@@ -386,20 +509,28 @@ class Clearer:
         )
         gone[DataKey] = doomed_keys
         _forget(session, {model: set(ids) for model, ids in gone.items()})
-        note_clearings(session, reason, len(records))
+        note_clearings(session, issue.reason, len(records))
+
+    def _issue(self, reason: ClearReason, now: dt.datetime) -> _Issue:
+        return _Issue(
+            reason=reason,
+            now=now,
+            cleared_at=now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            expires_at=now + dt.timedelta(days=self._policy.certificate_retention_days),
+            keyid=self._material.signing_keyid,
+        )
 
     def _certify(
         self,
         record: Clearable,
-        borrower_index: bytes,
         institution_code: str,
         issue: _Issue,
         *,
         account_ref: str,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The signed certificate of one clearing: its data key's row and its own row.
+    ) -> _Certificate:
+        """The signed, sealed certificate of one clearing, and its data key; nothing written.
 
-        The certificate row names its key by ``key_ref`` (the key's ``ref``), for the insert.
+        Reads nothing from the database, so the sweeper can sign outside any lock.
         """
         ref = secrets.token_hex(16)
         document = {
@@ -419,17 +550,26 @@ class Clearer:
             issue.keyid,
         )
         key_row, key = self._vault.new_key_values(issue.now)
-        certificate_row = {
+        row = {
             "ref": ref,
-            "borrower_index": borrower_index,
-            "key_ref": key_row["ref"],
             "certificate_ct": self._vault.seal(
                 key, "clearance_certificates", "certificate", ref, signed
             ),
             "issued_at": issue.now,
             "expires_at": issue.expires_at,
         }
-        return key_row, certificate_row
+        return _Certificate(key_row, row)
+
+    def _certify_due(self, due: _Due, issue: _Issue) -> _Certificate:
+        """``_certify`` for a claimed record, whose account reference is read with its key."""
+        record = due.record
+        key = ee.unwrap_data_key(
+            self._material.keyring, due.key_version, due.key_wrapped, key_ref=due.key_ref
+        )
+        account_ref = self._vault.unseal(
+            key, "delinquencies", "account_ref", record.ref, record.account_ref_ct
+        ).decode()
+        return self._certify(record, due.institution_code, issue, account_ref=account_ref)
 
     def account_ref(self, record: Delinquency) -> str:
         key = self._vault.open_key(record.data_key)
@@ -461,23 +601,25 @@ class Clearer:
         sessions: sessionmaker[Session],
         now: dt.datetime,
         *,
-        batch: int = 500,
+        batch: int = CHUNK,
+        workers: int = SWEEP_WORKERS,
     ) -> SweepReport:
-        """Apply every time-based rule once. Each batch is its own transaction."""
+        """Apply every time-based rule once. Each batch is its own transaction.
+
+        ``workers`` threads clear a rule's records side by side (see ``SWEEP_WORKERS``).
+        """
         report = SweepReport()
         today = now.date()
-        rules: list[tuple[ClearReason, str, Callable[[], object]]] = []
+        rules: list[tuple[ClearReason, str, ColumnElement[bool]]] = []
         if self._policy.retention_days_after_settlement is not None:
             cutoff = today - dt.timedelta(days=self._policy.retention_days_after_settlement)
-            rules.append(
-                (ClearReason.SETTLED, "retention", lambda: Delinquency.settled_on <= cutoff)
-            )
+            rules.append((ClearReason.SETTLED, "retention", Delinquency.settled_on <= cutoff))
         oldest = today - dt.timedelta(days=self._policy.max_age_days)
-        rules.append(
-            (ClearReason.MAX_AGE, "max_age", lambda: Delinquency.first_delinquency_date <= oldest)
-        )
+        rules.append((ClearReason.MAX_AGE, "max_age", Delinquency.first_delinquency_date <= oldest))
         for reason, name, condition in rules:
-            report.cleared[name] = self._clear_matching(sessions, condition, reason, now, batch)
+            report.cleared[name] = self._clear_matching(
+                sessions, condition, self._issue(reason, now), batch, workers
+            )
         report.certificates_expired = self._expire_certificates(sessions, now, batch)
         # NOTE: imported here because disputes clear records through this module.
         from registry.disputes import expire_overdue
@@ -503,54 +645,81 @@ class Clearer:
     def _clear_matching(
         self,
         sessions: sessionmaker[Session],
-        condition: Callable[[], object],
-        reason: ClearReason,
-        now: dt.datetime,
+        condition: ColumnElement[bool],
+        issue: _Issue,
         batch: int,
+        workers: int,
     ) -> int:
-        columns = [getattr(Delinquency, f.name) for f in dataclasses.fields(DueRecord)]
-        cleared = 0
-        while True:
-            with sessions() as session, session.begin():
-                connection = session.connection()
-                records = [
-                    DueRecord(*row)
-                    for row in connection.execute(
-                        select(*columns)
-                        .where(condition())  # type: ignore[arg-type]
-                        .order_by(Delinquency.id)
-                        .limit(batch)
-                        .with_for_update(skip_locked=True)
-                    )
-                ]
-                if records:
-                    self.clear_many(
-                        session,
-                        records,
-                        reason,
-                        now,
-                        account_refs=self._account_refs(session, records),
-                    )
-                cleared += len(records)
-            if len(records) < batch:
-                return cleared
+        """Clear every record matching ``condition``, a chunk per transaction, in threads."""
+        claims = _Claims(
+            _due(condition)
+            .where(Delinquency.id > bindparam("after", type_=Integer))
+            .limit(batch)
+            .with_for_update(skip_locked=True, of=Delinquency),
+            batch,
+        )
 
-    def _account_refs(self, session: Session, records: Sequence[DueRecord]) -> dict[int, str]:
-        """Every record's account reference, with their data keys read in one query."""
-        keys = {
-            key_id: ee.unwrap_data_key(self._material.keyring, version, wrapped, key_ref=ref)
-            for key_id, version, wrapped, ref in session.connection().execute(
-                select(DataKey.id, DataKey.master_version, DataKey.wrapped, DataKey.ref).where(
-                    _ids_in(session.connection(), DataKey.id, [r.data_key_id for r in records])
-                )
-            )
-        }
-        return {
-            r.id: self._vault.unseal(
-                keys[r.data_key_id], "delinquencies", "account_ref", r.ref, r.account_ref_ct
-            ).decode()
-            for r in records
-        }
+        def drain() -> int:
+            cleared = 0
+            try:
+                while (done := self._sweep_chunk(sessions, claims, condition, issue)) is not None:
+                    cleared += done
+            except BaseException:
+                claims.stop()
+                raise
+            return cleared
+
+        if workers <= 1:
+            return drain()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweeper") as pool:
+            running = [pool.submit(drain) for _ in range(workers)]
+            return sum(future.result() for future in running)
+
+    def _sweep_chunk(
+        self,
+        sessions: sessionmaker[Session],
+        claims: _Claims,
+        condition: ColumnElement[bool],
+        issue: _Issue,
+    ) -> int | None:
+        """Claim, certify and clear one chunk; how many were cleared (None: nothing left).
+
+        On PostgreSQL the claim's row locks (``FOR UPDATE SKIP LOCKED``) hold from the claim to
+        the commit. On SQLite the chunk is claimed and certified without the write lock, then
+        read again under it (``BEGIN IMMEDIATE``): only what is still due there is cleared and
+        certified, and a record that changed meanwhile is certified again from its new columns.
+        """
+        with sessions() as session:
+            hold = _holds_claims(session)
+            with session.begin():
+                if not hold:
+                    begin_read(session)
+                claimed = claims.take(session.connection())
+                if not claimed:
+                    return None
+                if hold:
+                    certificates = [self._certify_due(d, issue) for d in claimed]
+                    self._clear_certified(session, [d.record for d in claimed], certificates, issue)
+                    return len(claimed)
+            signed = {d.record.id: (d, self._certify_due(d, issue)) for d in claimed}
+            with claims.writing, session.begin():
+                current = self._still_due(session.connection(), condition, list(signed))
+                certificates = []
+                for due in current:
+                    before, certificate = signed[due.record.id]
+                    if before != due:
+                        certificate = self._certify_due(due, issue)
+                    certificates.append(certificate)
+                if current:
+                    self._clear_certified(session, [d.record for d in current], certificates, issue)
+            return len(current)
+
+    def _still_due(
+        self, connection: Connection, condition: ColumnElement[bool], ids: list[int]
+    ) -> list[_Due]:
+        """Which of these records are still due, as they are now (under the write lock)."""
+        query = _due(condition).where(_ids_in(connection, Delinquency.id, ids))
+        return _dues(connection.execute(query))
 
     def _expire_certificates(
         self, sessions: sessionmaker[Session], now: dt.datetime, batch: int
