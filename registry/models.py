@@ -156,6 +156,17 @@ class DataKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+def data_key_reference() -> ForeignKey:
+    """A column's reference to its data key: ``ON DELETE RESTRICT`` (migration 0007).
+
+    Destroying a key that a row still uses is refused, as with the default ``NO ACTION``; but
+    PostgreSQL then checks only for a referencing row, without first looking for another key
+    row with the same id (``NO ACTION`` may let one stand in, ``RESTRICT`` never), which was
+    about half of what clearing spends in the eight checks of each deleted key.
+    """
+    return ForeignKey("data_keys.id", ondelete="RESTRICT")
+
+
 class Borrower(Base):
     """A person with at least one record, known to the registry only by blind index."""
 
@@ -164,7 +175,7 @@ class Borrower(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     id_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     national_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -182,7 +193,7 @@ class Delinquency(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     account_index: Mapped[bytes] = mapped_column(LargeBinary(32))
     borrower_id: Mapped[int] = mapped_column(ForeignKey("borrowers.id"), index=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     account_ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     phone_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -291,7 +302,7 @@ class ClearanceCertificate(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     certificate_ct: Mapped[bytes] = mapped_column(LargeBinary)
     issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
@@ -368,9 +379,7 @@ class Inquiry(Base):
     )
     outcome: Mapped[str] = mapped_column(String(16))
     refusal_code: Mapped[str | None] = mapped_column(String(64), default=None)
-    data_key_id: Mapped[int | None] = mapped_column(
-        ForeignKey("data_keys.id"), index=True, default=None
-    )
+    data_key_id: Mapped[int | None] = mapped_column(data_key_reference(), index=True, default=None)
     request_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
@@ -409,7 +418,7 @@ class Dispute(Base):
     )
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
     reason: Mapped[str] = mapped_column(String(32))
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     text_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     status: Mapped[str] = mapped_column(String(16), default="open")
     answer: Mapped[str | None] = mapped_column(String(16), default=None)
@@ -440,7 +449,7 @@ class BorrowerStatement(Base):
     delinquency_id: Mapped[int | None] = mapped_column(
         ForeignKey("delinquencies.id", ondelete="CASCADE"), index=True, default=None
     )
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     text_ct: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -590,9 +599,7 @@ class Notification(Base):
     institution_id: Mapped[int | None] = mapped_column(
         ForeignKey("institutions.id"), index=True, default=None
     )
-    data_key_id: Mapped[int | None] = mapped_column(
-        ForeignKey("data_keys.id"), index=True, default=None
-    )
+    data_key_id: Mapped[int | None] = mapped_column(data_key_reference(), index=True, default=None)
     message_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     message: Mapped[str | None] = mapped_column(String(4000), default=None)
     state: Mapped[str] = mapped_column(String(16), index=True)
@@ -666,7 +673,7 @@ class BorrowerEnrolment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    data_key_id: Mapped[int] = mapped_column(ForeignKey("data_keys.id"), index=True)
+    data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
