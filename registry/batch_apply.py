@@ -27,7 +27,20 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Select,
+    String,
+    Table,
+    Update,
+    any_,
+    bindparam,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from registry import bulk, lifecycle
@@ -54,6 +67,109 @@ _DATA_KEYS = cast(Table, DataKey.__table__)
 _BORROWERS = cast(Table, Borrower.__table__)
 _RECORDS = cast(Table, Delinquency.__table__)
 _REPORTS = cast(Table, Report.__table__)
+_TOMBSTONES = cast(Table, Tombstone.__table__)
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+
+
+def _among(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """``column`` is one of the list bound as ``name``: one array parameter on PostgreSQL (the
+    statement stays the same whatever the list's length), an expanded ``IN`` elsewhere."""
+    if dialect == "postgresql":
+        kind = LargeBinary() if isinstance(column.type, LargeBinary) else String()
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(name, type_=postgresql.ARRAY(kind))),
+        )
+    return cast(ColumnElement[bool], column.in_(bindparam(name, expanding=True)))
+
+
+_STATEMENTS: dict[tuple[str, str], Select[Any]] = {}
+
+
+def _statement(dialect: str, name: str) -> Select[Any]:
+    """The chunk's look-ups, built once per dialect (building one costs about what running it
+    does); parameters ``institution_id`` and the list each names."""
+    found = _STATEMENTS.get((dialect, name))
+    if found is not None:
+        return found
+    records, keys, borrowers = _RECORDS.c, _DATA_KEYS.c, _BORROWERS.c
+    own = _RECORDS.c.institution_id == bindparam("institution_id")
+    statements: dict[str, Select[Any]] = {
+        "receipts": select(
+            _REPORTS.c.report_id, _REPORTS.c.envelope_sha256, _REPORTS.c.receipt
+        ).where(
+            _REPORTS.c.institution_id == bindparam("institution_id"),
+            _among(_REPORTS.c.report_id, "report_ids", dialect),
+        ),
+        # NOTE: rows are locked in id order, so two chunks never wait for each other in a cycle.
+        "records": select(
+            *(records[name] for name in _STORED_COLUMNS),
+            borrowers.id_index.label("borrower_index"),
+            keys.ref.label("key_ref"),
+            keys.master_version.label("key_version"),
+            keys.wrapped.label("key_wrapped"),
+        )
+        .join_from(_RECORDS, _BORROWERS, borrowers.id == records.borrower_id)
+        .join(_DATA_KEYS, keys.id == records.data_key_id)
+        .where(own, _among(records.account_index, "accounts", dialect))
+        .order_by(records.id)
+        .with_for_update(of=_RECORDS),
+        "tombstones": select(_TOMBSTONES.c.account_index, func.max(_TOMBSTONES.c.last_sequence))
+        .where(
+            _TOMBSTONES.c.institution_id == bindparam("institution_id"),
+            _among(_TOMBSTONES.c.account_index, "accounts", dialect),
+        )
+        .group_by(_TOMBSTONES.c.account_index),
+        "borrowers": select(borrowers.id, borrowers.id_index).where(
+            _among(borrowers.id_index, "indexes", dialect)
+        ),
+        "watched": select(_SUBSCRIPTIONS.c.borrower_index)
+        .where(
+            _among(_SUBSCRIPTIONS.c.borrower_index, "indexes", dialect),
+            _SUBSCRIPTIONS.c.ended_at.is_(None),
+            _SUBSCRIPTIONS.c.institution_id != bindparam("institution_id"),
+        )
+        .distinct(),
+    }
+    for key, statement in statements.items():
+        _STATEMENTS[(dialect, key)] = statement
+    return statements[name]
+
+
+_STORED_COLUMNS = (
+    "id",
+    "ref",
+    "institution_id",
+    "account_index",
+    "borrower_id",
+    "data_key_id",
+    "sequence",
+    "status",
+    "product",
+    "first_delinquency_date",
+    "settled_on",
+    "penalty",
+    "overdue_interest",
+    "overdue_principal",
+)
+"""What deciding a report on a stored record reads of it (plus its borrower's blind index and
+its data key's wrapping): the account rules, payments, clearing."""
+
+_BALANCES = ("penalty", "overdue_interest", "overdue_principal")
+
+_UPDATES: dict[frozenset[str], Update] = {}
+
+
+def _update(columns: frozenset[str]) -> Update:
+    """``UPDATE delinquencies SET <columns> WHERE id = :record_id``, built once per column set."""
+    statement = _UPDATES.get(columns)
+    if statement is None:
+        statement = _UPDATES[columns] = (
+            update(_RECORDS)
+            .where(_RECORDS.c.id == bindparam("record_id"))
+            .values({name: bindparam(f"new_{name}") for name in sorted(columns)})
+        )
+    return statement
 
 
 @dataclass(frozen=True)
@@ -145,27 +261,12 @@ class _BorrowerRef:
     key_values: dict[str, Any] | None = None
 
 
-class _NewRecord:
-    """A record opened in this chunk and not written yet: its row, changed in memory by the
-    chunk's later reports on the account, as a stored record would be.
+class _Row:
+    """A record as the chunk sees it, over its row's values: read where the account rules
+    (``check_transition``), payments (``lifecycle.apply_payment``) and clearing (``Clearable``)
+    look, and changed in memory by the chunk's reports."""
 
-    It reads like a stored record where the account rules (``check_transition``), payments
-    (``lifecycle.apply_payment``) and clearing (``Clearable``) look.
-    """
-
-    def __init__(
-        self,
-        values: dict[str, Any],
-        key_values: dict[str, Any],
-        key: bytes,
-        borrower: _BorrowerRef,
-        borrower_index: bytes,
-    ) -> None:
-        self.values = values
-        self.key_values = key_values
-        self.key = key
-        self.borrower = borrower
-        self.borrower_index = borrower_index
+    values: dict[str, Any]
 
     @property
     def id(self) -> int:
@@ -250,7 +351,36 @@ class _NewRecord:
         self.values["overdue_principal"] = value
 
 
-_Record = Delinquency | _NewRecord
+class _NewRecord(_Row):
+    """A record opened in this chunk and not written yet: its row, inserted at the flush."""
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        key_values: dict[str, Any],
+        key: bytes,
+        borrower: _BorrowerRef,
+        borrower_index: bytes,
+    ) -> None:
+        self.values = values
+        self.key_values = key_values
+        self.key = key
+        self.borrower = borrower
+        self.borrower_index = borrower_index
+
+
+class _StoredRecord(_Row):
+    """A stored record, read as plain columns (no ORM object: loading and flushing those cost
+    more than the statements); what the chunk changes is written by one UPDATE per column set."""
+
+    def __init__(self, row: Any) -> None:
+        self.values = {name: row._mapping[name] for name in _STORED_COLUMNS}
+        self.borrower_index: bytes = row.borrower_index
+        self.wrapped_key: tuple[str, int, bytes] = (row.key_ref, row.key_version, row.key_wrapped)
+        self.changes: dict[str, Any] = {}
+
+
+_Record = _StoredRecord | _NewRecord
 
 
 @dataclass
@@ -277,6 +407,7 @@ class _Clear:
 @dataclass
 class _Pending:
     records: list[_NewRecord] = field(default_factory=list)
+    changed: dict[int, _StoredRecord] = field(default_factory=dict)
     reports: list[_NewReport] = field(default_factory=list)
     clears: list[_Clear] = field(default_factory=list)
     accounts: set[bytes] = field(default_factory=set)
@@ -284,7 +415,7 @@ class _Pending:
     report_ids: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.reports or self.clears)
+        return bool(self.records or self.changed or self.reports or self.clears)
 
 
 SlowPath = Callable[[Session, Institution, bytes, dt.datetime], Outcome]
@@ -317,7 +448,6 @@ class ChunkApplier:
         self._borrowers: dict[bytes, _BorrowerRef | None] = {}
         self._watched: dict[bytes, bool] = {}
         self._keys: dict[int, bytes] = {}
-        self._held: list[object] = []
 
     # --- the chunk ---------------------------------------------------------------------
 
@@ -368,7 +498,7 @@ class ChunkApplier:
         current = self._record(item.account_index)
         borrower_index = item.borrower_index
         if borrower_index is None and current is not None:
-            borrower_index = _borrower_index(current)
+            borrower_index = current.borrower_index
         if report.kind is p.Kind.CORRECT or (
             borrower_index is not None and self._is_watched(borrower_index)
         ):
@@ -391,71 +521,41 @@ class ChunkApplier:
     # --- look-ups (once per chunk, again only for what a flush changed) -----------------
 
     def _prefetch(self, items: list[Prepared]) -> None:
-        session, caller = self._session, self._caller
         ids = {i.report_id for i in items}
         for report_id in ids:
             self._receipts[report_id] = None
         if ids:
-            for report_id, digest, receipt in session.execute(
-                select(Report.report_id, Report.envelope_sha256, Report.receipt).where(
-                    Report.institution_id == caller.id, Report.report_id.in_(ids)
-                )
-            ):
+            for report_id, digest, receipt in self._look_up("receipts", report_ids=list(ids)):
                 self._receipts[report_id] = (digest, receipt)
         accounts = {i.account_index for i in items if i.report is not None}
         if accounts:
             self._load_records(accounts)
         indexes = {i.borrower_index for i in items if i.borrower_index is not None}
-        indexes |= {_borrower_index(r) for r in self._records.values() if r is not None}
+        indexes |= {r.borrower_index for r in self._records.values() if r is not None}
         wanted = indexes - set(self._borrowers)
         if wanted:
-            for borrower_id, index in session.execute(
-                select(Borrower.id, Borrower.id_index).where(Borrower.id_index.in_(wanted))
-            ):
+            for borrower_id, index in self._look_up("borrowers", indexes=list(wanted)):
                 self._borrowers[index] = _BorrowerRef(borrower_id)
             for index in wanted:
                 self._borrowers.setdefault(index, None)
         self._load_watched(indexes)
 
+    def _look_up(self, name: str, **lists: list[Any]) -> Any:
+        connection = self._session.connection()
+        statement = _statement(connection.dialect.name, name)
+        return connection.execute(statement, {"institution_id": self._caller.id, **lists})
+
     def _load_records(self, accounts: set[bytes]) -> None:
-        session, caller = self._session, self._caller
-        # NOTE: rows are locked in id order, so two chunks never wait for each other in a cycle.
-        records = list(
-            session.scalars(
-                select(Delinquency)
-                .where(
-                    Delinquency.institution_id == caller.id,
-                    Delinquency.account_index.in_(accounts),
-                )
-                .order_by(Delinquency.id)
-                .with_for_update(of=Delinquency)
-            )
-        )
-        # Borrowers and data keys enter the identity map, so record.borrower costs no query.
-        # NOTE: the identity map holds unchanged objects weakly: they are kept here, or they
-        # would be gone (and lazily loaded one by one) before they are used.
-        borrower_ids = {r.borrower_id for r in records}
-        key_ids = {r.data_key_id for r in records}
-        if borrower_ids:
-            self._held.extend(
-                session.scalars(select(Borrower).where(Borrower.id.in_(borrower_ids)))
-            )
-            self._held.extend(session.scalars(select(DataKey).where(DataKey.id.in_(key_ids))))
         for account in accounts:
             self._records[account] = None
-        for record in records:
-            self._records[record.account_index] = record
+        for row in self._look_up("records", accounts=list(accounts)):
+            self._records[row.account_index] = _StoredRecord(row)
         missing = [a for a in accounts if self._records[a] is None]
         for account in missing:
             self._cleared[account] = None
         if missing:
-            for found, last in session.execute(
-                select(Tombstone.account_index, func.max(Tombstone.last_sequence))
-                .where(Tombstone.institution_id == caller.id, Tombstone.account_index.in_(missing))
-                .group_by(Tombstone.account_index)
-            ):
-                if found is not None:
-                    self._cleared[found] = last
+            for found, last in self._look_up("tombstones", accounts=missing):
+                self._cleared[found] = last
 
     def _load_watched(self, indexes: set[bytes]) -> None:
         wanted = indexes - set(self._watched)
@@ -463,15 +563,7 @@ class ChunkApplier:
             return
         for index in wanted:
             self._watched[index] = False
-        for (index,) in self._session.execute(
-            select(Subscription.borrower_index)
-            .where(
-                Subscription.borrower_index.in_(wanted),
-                Subscription.ended_at.is_(None),
-                Subscription.institution_id != self._caller.id,
-            )
-            .distinct()
-        ):
+        for (index,) in self._look_up("watched", indexes=list(wanted)):
             self._watched[index] = True
 
     def _receipt(self, report_id: str) -> tuple[str, bytes] | None:
@@ -496,8 +588,9 @@ class ChunkApplier:
 
     def _borrower(self, index: bytes) -> _BorrowerRef | None:
         if index not in self._borrowers:
-            found = self._session.scalar(select(Borrower.id).where(Borrower.id_index == index))
-            self._borrowers[index] = None if found is None else _BorrowerRef(found)
+            self._borrowers[index] = None
+            for borrower_id, _ in self._look_up("borrowers", indexes=[index]):
+                self._borrowers[index] = _BorrowerRef(borrower_id)
         return self._borrowers[index]
 
     def _is_watched(self, index: bytes) -> bool:
@@ -510,7 +603,9 @@ class ChunkApplier:
             return record.key
         key = self._keys.get(record.data_key_id)
         if key is None:
-            key = self._keys[record.data_key_id] = self._vault.open_key(record.data_key)
+            ref, version, wrapped = record.wrapped_key
+            key = self._vault.open_key(DataKey(ref=ref, master_version=version, wrapped=wrapped))
+            self._keys[record.data_key_id] = key
         return key
 
     # --- planning (in memory; nothing is written until the flush) -----------------------
@@ -538,16 +633,16 @@ class ChunkApplier:
         assert report is not None
         if report.state is not None:
             assert item.borrower_index is not None
-            check_same_borrower(_borrower_index(current), item.borrower_index)
+            check_same_borrower(current.borrower_index, item.borrower_index)
+        changes: dict[str, Any] = {"sequence": report.sequence, "updated_at": self._now}
         paid_off = False
         if report.payment is not None:
-            # NOTE: apply_payment reads and writes the three balances only, which a new
-            # record has as properties over its row.
+            # NOTE: apply_payment reads and writes the three balances only, which the chunk's
+            # records have as properties over their rows.
             paid_off = lifecycle.apply_payment(cast(Delinquency, current), report.payment.amount)
-        key = self._key(current)
-        changes: dict[str, Any] = {"sequence": report.sequence, "updated_at": self._now}
+            changes |= {name: current.values[name] for name in _BALANCES}
         if report.state is not None:
-            changes |= self._intake.state_columns(current.ref, report.state, key)
+            changes |= self._intake.state_columns(current.ref, report.state, self._key(current))
         settlement: tuple[p.SettlementType, dt.date] | None = None
         if report.payment is not None and paid_off:
             settlement = (p.SettlementType.PAID_IN_FULL, report.payment.date)
@@ -559,7 +654,10 @@ class ChunkApplier:
                 "settled_on": settlement[1],
                 "settlement_type": settlement[0].value,
             }
-        _change(current, changes)
+        current.values |= changes
+        if isinstance(current, _StoredRecord):
+            current.changes |= changes
+            self._pending.changed[current.id] = current
         row = self._intake.report_row(self._caller, report, item.digest, self._now, None)
         if settlement is not None and self._policy.clear_on_settlement:
             self._clear(position, item, current, ClearReason.SETTLED, row)
@@ -571,6 +669,7 @@ class ChunkApplier:
             )
             self._clear(position, item, current, reason, row)
         else:
+            key = self._key(current)
             row["envelope_ct"] = self._vault.seal(
                 key, "reports", "envelope", f"{current.ref}/{report.report_id}", item.raw
             )
@@ -659,7 +758,14 @@ class ChunkApplier:
         bulk.write_rows(connection, _BORROWERS, borrower_rows)
         bulk.write_rows(connection, _RECORDS, [r.values for r in pending.records])
         bulk.write_rows(connection, _REPORTS, [r.values for r in pending.reports])
-        session.flush()  # the stored records' changes and counted refusals
+        by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for stored in pending.changed.values():
+            by_columns.setdefault(frozenset(stored.changes), []).append(
+                {"record_id": stored.id} | {f"new_{k}": v for k, v in stored.changes.items()}
+            )
+        for columns, params in by_columns.items():
+            connection.execute(_update(columns), params)
+        session.flush()  # counted refusals
         # Reports of a record cleared here go with it (as when sent one by one), so they were
         # written above, where the clearing finds and deletes them.
         for reason in ClearReason:
@@ -685,7 +791,7 @@ class ChunkApplier:
             self._records.pop(account, None)
             self._cleared.pop(account, None)
         for clear in pending.clears:
-            self._borrowers.pop(_borrower_index(clear.record), None)
+            self._borrowers.pop(clear.record.borrower_index, None)
             # NOTE: on SQLite a deleted row's id may be given again (the next after the
             # largest): a key remembered by id would then seal under the wrong key.
             self._keys.pop(clear.record.data_key_id, None)
@@ -705,20 +811,4 @@ class ChunkApplier:
         self._cleared.clear()
         self._borrowers.clear()
         self._keys.clear()
-        self._held.clear()
         self._receipts.pop(item.report_id, None)
-
-
-def _borrower_index(record: _Record) -> bytes:
-    if isinstance(record, _NewRecord):
-        return record.borrower_index
-    return record.borrower.id_index
-
-
-def _change(record: _Record, changes: dict[str, Any]) -> None:
-    """Set columns of a record: a new one's row, or a stored one's ORM attributes."""
-    if isinstance(record, _NewRecord):
-        record.values |= changes
-        return
-    for column, value in changes.items():
-        setattr(record, column, value)
