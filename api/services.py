@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -34,6 +34,8 @@ class Services:
     intake: Intake
     inquiries: Inquiries
     clock: Callable[[], dt.datetime] = utc_now
+    known_keys: authn.KnownKeys = field(default_factory=authn.KnownKeys)
+    """This worker's member keys found valid (a hint; see registry.authn.KnownKeys)."""
 
 
 def services() -> Services:

@@ -13,6 +13,7 @@ committed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from flask import Response, current_app, g, request
@@ -20,7 +21,7 @@ from flask import Response, current_app, g, request
 from api.services import request_session, services
 from registry import authn
 from registry.authn import Caller, authenticate, authenticate_operator
-from registry.db import begin_read, end_read
+from registry.db import end_read
 from registry.models import Operator
 
 T = TypeVar("T")
@@ -63,8 +64,6 @@ def _verified(authenticator: Callable[..., T]) -> T:
     session = request_session()
     prepares = _view_prepares()
     try:
-        if prepares:
-            begin_read(session)
         who = authenticator(
             session,
             svc.settings,
@@ -73,6 +72,7 @@ def _verified(authenticator: Callable[..., T]) -> T:
             headers=dict(request.headers.items()),
             body=request.get_data(cache=True),
             now=svc.clock(),
+            reading=prepares,
         )
         if prepares:
             end_read(session)
@@ -97,8 +97,18 @@ def settle_nonce(response: Response) -> Response:
 
 
 def require_member() -> None:
-    """``before_request`` hook of member blueprints: authenticate, remember the nonce."""
-    g.caller = _verified(authenticate)
+    """``before_request`` hook of member blueprints: authenticate, remember the nonce.
+
+    The member's key may come from this worker's ``KnownKeys``; writing the nonce confirms it
+    is still valid (``registry.authn.write_nonce``), and so does :func:`confirm_caller`.
+    """
+    g.caller = _verified(partial(authenticate, known=services().known_keys))
+
+
+def confirm_caller() -> None:
+    """For a view that prepares before writing and refuses before its first ``db()``: make
+    sure the caller's key and member are still valid before the refusal is answered."""
+    authn.confirm_expected(request_session())
 
 
 def require_operator() -> None:

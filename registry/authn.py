@@ -20,16 +20,25 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, event, insert, select
+from sqlalchemy import String, Table, bindparam, delete, event, insert, inspect, or_, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction, joinedload
+from sqlalchemy.orm import Session, SessionTransaction, joinedload, make_transient_to_detached
 
 from crypto import httpsig
 from crypto.errors import RequestSignatureError
+from registry.db import begin_read
 from registry.errors import Forbidden, NotAuthenticated
-from registry.models import Institution, MemberKey, Operator, RequestNonce
+from registry.models import (
+    Institution,
+    MemberKey,
+    MemberStatus,
+    Operator,
+    RequestNonce,
+    UTCDateTime,
+)
 from registry.settings import Settings
 
 # Built once: every signed request runs these two, and building them costs about as much as
@@ -42,9 +51,77 @@ _MEMBER_KEY = (
 _OPERATOR_KEY = select(Operator).where(Operator.keyid == bindparam("keyid"))
 # NOTE: on the table, not the entity: an insert of an ORM entity goes through the ORM's bulk
 # machinery, several times the cost of the statement itself.
-_INSERT_NONCE = insert(cast(Table, RequestNonce.__table__)).values(
+_NONCES = cast(Table, RequestNonce.__table__)
+_INSERT_NONCE = insert(_NONCES).values(
     keyid=bindparam("keyid"), nonce=bindparam("nonce"), expires_at=bindparam("expires_at")
 )
+# NOTE: a member's nonce is written only while its key is valid and its member active, checked
+# in the same statement: this is what makes a revocation or suspension, committed by any
+# worker or host, refuse the next request at once even when the key came from KnownKeys.
+_INSERT_MEMBER_NONCE = (
+    insert(_NONCES)
+    .from_select(
+        ["keyid", "nonce", "expires_at"],
+        select(
+            MemberKey.keyid,
+            bindparam("nonce", type_=String()),
+            bindparam("expires_at", type_=UTCDateTime()),
+        )
+        .join(Institution, Institution.id == MemberKey.institution_id)
+        .where(
+            MemberKey.keyid == bindparam("keyid"),
+            MemberKey.not_before <= bindparam("now"),
+            or_(MemberKey.not_after.is_(None), MemberKey.not_after > bindparam("now")),
+            or_(MemberKey.revoked_at.is_(None), MemberKey.revoked_at > bindparam("now")),
+            Institution.status == MemberStatus.ACTIVE.value,
+        ),
+    )
+    .execution_options(preserve_rowcount=True)
+)
+_FRESH_MEMBER_KEY = _MEMBER_KEY.execution_options(populate_existing=True)
+
+
+def _columns(row: object) -> dict[str, object]:
+    """The column values of a loaded ORM object (what a copy of it needs)."""
+    return {attr.key: getattr(row, attr.key) for attr in inspect(type(row)).column_attrs}
+
+
+class KnownKeys:
+    """Member keys this worker has found valid, so that a signed request needs no key look-up.
+
+    A hint, never the authority: a member's nonce is written by ``_INSERT_MEMBER_NONCE``, which
+    writes nothing unless the key is still valid and its member active, and the request is
+    then refused from a fresh read (:func:`write_nonce`). Only keys found valid are kept, and a
+    kept key that is no longer valid by its own dates is read again, so every refusal names
+    what the database says now. Keys are immutable where it matters (the key id is derived from
+    the public key), so a cached public key is never wrong, only possibly revoked.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._keys: dict[str, MemberKey] = {}
+
+    def get(self, keyid: str, now: dt.datetime) -> MemberKey | None:
+        """A detached copy of the key (with its member), if kept and valid at ``now``."""
+        key = self._keys.get(keyid)
+        if key is not None and key.state_at(now) != "valid":
+            del self._keys[keyid]
+            return None
+        return key
+
+    def keep(self, key: MemberKey) -> None:
+        """Keep a copy of ``key`` and its member that no session ever holds (or expires)."""
+        if len(self._keys) >= self.LIMIT:
+            self._keys.clear()
+        member = Institution(**_columns(key.institution))
+        copy = MemberKey(**_columns(key), institution=member)
+        make_transient_to_detached(member)
+        make_transient_to_detached(copy)
+        self._keys[key.keyid] = copy
+
+    def forget(self, keyid: str) -> None:
+        self._keys.pop(keyid, None)
 
 
 @dataclass(frozen=True)
@@ -62,15 +139,27 @@ def authenticate(
     headers: Mapping[str, str],
     body: bytes,
     now: dt.datetime,
+    known: KnownKeys | None = None,
+    reading: bool = False,
 ) -> Caller:
     """Verify the request signature, the key's state and the member's state.
 
     The nonce is left for :func:`write_nonce` (the caller decides when the request starts
-    writing; see :func:`expect_nonce`).
+    writing; see :func:`expect_nonce`), which also confirms the key and member are still
+    valid. A key in ``known`` needs no look-up; with ``reading``, a look-up begins the
+    session's transaction as a reader (``registry.db.begin_read``).
     """
     keys: dict[str, MemberKey] = {}
+    cached: set[str] = set()
 
     def lookup(keyid: str) -> bytes | None:
+        kept = known.get(keyid, now) if known is not None else None
+        if kept is not None:
+            keys[keyid] = kept
+            cached.add(keyid)
+            return kept.public_key
+        if reading:
+            begin_read(session)
         # One statement for the key and its member (the member is needed right after).
         key = session.scalar(_MEMBER_KEY, {"keyid": keyid})
         if key is None:
@@ -80,14 +169,45 @@ def authenticate(
 
     verified = _verify(settings, lookup, method, url, headers, body, now)
     key = keys[verified.keyid]
+    if verified.keyid in cached:
+        # The request's own copy, in its session, as if loaded (no SQL): views may hand it to
+        # the domain, which may relate new rows to the member.
+        key = session.merge(key, load=False)
+    _check_member_key(key, now)
+    if known is not None and verified.keyid not in cached:
+        known.keep(key)
+    expect_nonce(session, settings, verified, now, member_key=True, known=known)
+    return Caller(institution=key.institution, key=key)
+
+
+def _check_member_key(key: MemberKey, now: dt.datetime) -> None:
+    """Refuse a key that is not valid at ``now`` or whose member is suspended."""
     state = key.state_at(now)
     if state != "valid":
         raise NotAuthenticated(f"the signing key is {state.replace('_', ' ')}", code=f"key_{state}")
-    member = key.institution
-    if not member.is_active:
+    if not key.institution.is_active:
         raise Forbidden("the member is suspended", code="member_suspended")
-    expect_nonce(session, settings, verified, now)
-    return Caller(institution=member, key=key)
+
+
+def confirm_member_key(session: Session, keyid: str, now: dt.datetime) -> None:
+    """Read the key and its member afresh and refuse what is no longer valid."""
+    key = session.scalar(_FRESH_MEMBER_KEY, {"keyid": keyid})
+    if key is None:
+        raise NotAuthenticated("the keyid is not a registered key", code="request_unknown_key")
+    _check_member_key(key, now)
+
+
+def confirm_expected(session: Session) -> None:
+    """Before answering a refusal to a request whose nonce is not written yet: is the caller
+    still who it was? A key taken from :class:`KnownKeys` is read afresh here, so a revoked
+    key or suspended member gets that refusal, not an answer about its request."""
+    expected: ExpectedNonce | None = session.info.get(_EXPECTED)
+    if expected is None or not expected.member_key:
+        return
+    if expected.known is not None:
+        expected.known.forget(expected.keyid)
+    begin_read(session)
+    confirm_member_key(session, expected.keyid, expected.now)
 
 
 def authenticate_operator(
@@ -99,6 +219,7 @@ def authenticate_operator(
     headers: Mapping[str, str],
     body: bytes,
     now: dt.datetime,
+    reading: bool = False,
 ) -> Operator:
     """The same signature profile as members, checked against the operators' keys only.
 
@@ -107,6 +228,8 @@ def authenticate_operator(
     found: dict[str, Operator] = {}
 
     def lookup(keyid: str) -> bytes | None:
+        if reading:
+            begin_read(session)
         operator = session.scalar(_OPERATOR_KEY, {"keyid": keyid})
         if operator is None:
             return None
@@ -157,10 +280,19 @@ class ExpectedNonce:
     nonce: str
     expires_at: dt.datetime
     now: dt.datetime
+    member_key: bool = False
+    """A member's key: written only while the key is valid and the member active."""
+    known: KnownKeys | None = None
 
 
 def expect_nonce(
-    session: Session, settings: Settings, verified: httpsig.VerifiedRequest, now: dt.datetime
+    session: Session,
+    settings: Settings,
+    verified: httpsig.VerifiedRequest,
+    now: dt.datetime,
+    *,
+    member_key: bool = False,
+    known: KnownKeys | None = None,
 ) -> None:
     """Remember the request's nonce; :func:`write_nonce` writes it, or :func:`settle_nonce`.
 
@@ -170,7 +302,9 @@ def expect_nonce(
     """
     window = settings.replay_window_seconds + settings.clock_skew_seconds
     expires = dt.datetime.fromtimestamp(verified.created, dt.UTC) + dt.timedelta(seconds=window)
-    session.info[_EXPECTED] = ExpectedNonce(verified.keyid, verified.nonce, expires, now)
+    session.info[_EXPECTED] = ExpectedNonce(
+        verified.keyid, verified.nonce, expires, now, member_key, known
+    )
 
 
 def write_nonce(session: Session) -> None:
@@ -195,18 +329,33 @@ def _insert_nonce(session: Session, expected: ExpectedNonce) -> None:
     """Write the nonce in the open transaction (the first statement of the request's work).
 
     No savepoint: a duplicate is a replay, and the whole transaction is then rolled back
-    (nothing else has been done in it yet).
+    (nothing else has been done in it yet). A member's nonce that is not written because its
+    key or member is no longer valid is refused from a fresh read of both.
     """
+    values = {"keyid": expected.keyid, "nonce": expected.nonce, "expires_at": expected.expires_at}
     try:
-        session.execute(
-            _INSERT_NONCE,
-            {"keyid": expected.keyid, "nonce": expected.nonce, "expires_at": expected.expires_at},
-        )
+        if expected.member_key:
+            written = cast(
+                CursorResult[Any],
+                session.execute(_INSERT_MEMBER_NONCE, {**values, "now": expected.now}),
+            )
+            if written.rowcount != 1:
+                if expected.known is not None:
+                    expected.known.forget(expected.keyid)
+                confirm_member_key(session, expected.keyid, expected.now)
+                # NOTE: valid when read again, so the member was reinstated in between (a key
+                # is never un-revoked): the statement saw it suspended, and that is the answer.
+                raise Forbidden("the member is suspended", code="member_suspended")
+        else:
+            session.execute(_INSERT_NONCE, values)
     except IntegrityError:
         session.rollback()
         raise NotAuthenticated(
             "this request signature was already used (replay)", code="request_replayed"
         ) from None
+    except BaseException:
+        session.rollback()
+        raise
     transaction = session.get_transaction()
     assert transaction is not None  # the insert has just begun it
     session.info[_NONCE] = NonceUse(

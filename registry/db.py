@@ -60,16 +60,19 @@ def begin_read(session: Session) -> None:
 
     :func:`end_read` must close it before the session writes: SQLite cannot turn a deferred
     read into a write once another writer has committed, so writes begin ``IMMEDIATE``.
+    A transaction already open goes on as it is.
     """
-    session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+    if not session.in_transaction():
+        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
 
 
 def end_read(session: Session) -> None:
     """Close a :func:`begin_read` transaction on SQLite; elsewhere it goes on (no lock to free).
 
     A commit, not a rollback: the session keeps what it loaded (``expire_on_commit=False``).
+    Nothing to close when nothing was read (the caller's key was known).
     """
-    if session.get_bind().dialect.name == "sqlite":
+    if session.in_transaction() and session.get_bind().dialect.name == "sqlite":
         session.commit()
 
 

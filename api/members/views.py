@@ -9,7 +9,7 @@ from api.errors import ProblemSchema, from_registry_error
 from api.members.schemas import EnvelopeSchema
 from api.observability import count_report
 from api.services import db, services
-from api.signing import caller, prepares_before_writing, require_member
+from api.signing import caller, confirm_caller, prepares_before_writing, require_member
 from registry import receipts
 from registry.batch import (
     MAX_BATCH_BYTES,
@@ -84,8 +84,12 @@ class Reports(MethodView):
         svc = services()
         who, raw, now = caller(), request.get_data(cache=True), svc.clock()
         try:
-            # Checked before the first db(): on SQLite, before taking the write lock.
-            checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+            try:
+                # Checked before the first db(): on SQLite, before taking the write lock.
+                checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+            except RegistryError:
+                confirm_caller()  # a revoked key gets 401, not an answer about its envelope
+                raise
             result = svc.intake.submit(db(), who.institution, raw, now, checked=checked)
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)
