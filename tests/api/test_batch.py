@@ -6,17 +6,22 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from crypto import dsse
 from factories import Member, admit, envelope, national_id, payload, post_envelope, signed
+from registry import batch as registry_batch
 from registry.batch import MAX_BATCH_BYTES, MAX_BATCH_REPORTS
-from registry.models import ComplianceViolation, Delinquency, Report, Tombstone
+from registry.batch_apply import Prepared
+from registry.intake import Intake
+from registry.models import ComplianceViolation, Delinquency, Institution, Report, Tombstone
 from registry.receipts import RECEIPT_PAYLOAD_TYPE
 
 BATCH = "/v1/reports/batch"
@@ -264,3 +269,57 @@ def test_the_batch_endpoint_is_described_in_openapi(client: FlaskClient) -> None
     schemas = spec["components"]["schemas"]
     assert {"BatchRequest", "BatchResponse", "BatchItem"} <= set(schemas)
     assert schemas["BatchRequest"]["properties"]["envelopes"]["maxItems"] == MAX_BATCH_REPORTS
+
+
+@pytest.mark.sqlite_only
+def test_a_batch_is_checked_while_other_requests_can_write(
+    app: Flask, client: FlaskClient, bank: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one write lock: a batch takes it when its first chunk is ready to be
+    written, not at authentication, so other workers write while this one checks signatures
+    and builds rows. The nonce goes out with the first chunk, in one commit, and is spent."""
+    engine = app.extensions["registry"].engine
+    path = engine.url.database
+    free: list[bool] = []
+    original = registry_batch.prepare
+
+    def probing(intake: Intake, caller: Institution, item: Prepared, now: dt.datetime) -> None:
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            other.close()
+        original(intake, caller, item, now)
+
+    monkeypatch.setattr(registry_batch, "prepare", probing)
+    writes: list[str] = []
+    commits: list[list[str]] = []
+
+    def sent(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            writes.append(statement)
+
+    def committed(_conn: object) -> None:
+        if writes:  # a commit that ends a read wrote nothing
+            commits.append(list(writes))
+            writes.clear()
+
+    body = batch_body([envelope(bank, open_doc(bank, i)) for i in range(3)])
+    event.listen(engine, "before_cursor_execute", sent)
+    event.listen(engine, "commit", committed)
+    try:
+        response = signed(client, bank, "POST", BATCH, body, nonce="batch-lock-free-0123456789")
+    finally:
+        event.remove(engine, "before_cursor_execute", sent)
+        event.remove(engine, "commit", committed)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [r["status"] for r in response.get_json()["results"]] == [201] * 3
+    assert free == [True] * 3
+    assert len(commits) == 1, commits  # the nonce and the chunk, together
+    replayed = signed(client, bank, "POST", BATCH, body, nonce="batch-lock-free-0123456789")
+    assert replayed.status_code == 401
+    assert replayed.get_json()["code"] == "request_replayed"

@@ -9,6 +9,8 @@ chunk sizes, and to another member one by one. Every outcome and the stored stat
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -245,3 +247,63 @@ def test_a_borrower_inserted_by_a_concurrent_writer_sends_the_chunk_report_by_re
     with sessions() as check:
         assert len(list(check.scalars(select(Borrower)))) == 1
         assert len(list(check.scalars(select(Delinquency)))) == 2
+
+
+@contextmanager
+def _statements_sent(engine: Engine) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+@pytest.mark.parametrize("stored_first", [False, True])
+def test_reports_on_accounts_the_chunk_already_touched_are_decided_in_memory(
+    engine: Engine, settings: Settings, stored_first: bool
+) -> None:
+    """Update, payment and settlement of accounts opened (or changed) earlier in the same
+    chunk are decided against the chunk's own state: the chunk sends the same statements
+    whether it holds 3 such chains or 30 (no flush and look-up again per account)."""
+    _wipe(engine)
+    intake = Intake(load_key_material(settings), Policy())
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as setup:
+        bank = admit(setup, "BANKA")
+    counts = []
+    total = 0
+    for first, size in ((0, 3), (100, 30)):
+        total += size
+        numbers = range(first, first + size)
+        opens = [_document(n, "open", 1, n, "100.00", 95, "") for n in numbers]
+        chain = [
+            *(_document(n, "update", 2, n, "5000.00", 400, "") for n in numbers),
+            *(_document(n, "payment", 3, n, "", 0, "60.00") for n in numbers),
+            *(_document(n, "settle", 4, n, "", 0, "") for n in numbers),
+        ]
+        now = dt.datetime.now(dt.UTC)
+        with sessions() as session:
+            caller = session.scalars(select(Institution)).one()
+            if stored_first:
+                BatchIntake(intake).submit(session, caller, [_as(bank, d) for d in opens], now)
+                sent_docs = chain
+            else:
+                sent_docs = [*opens, *chain]
+            sent_envelopes = [_as(bank, d) for d in sent_docs]
+            with _statements_sent(engine) as sent:
+                result = BatchIntake(intake).submit(session, caller, sent_envelopes, now)
+            counts.append(len(sent))
+        assert [_summary(o) for o in result.outcomes] == [("accepted", True)] * len(sent_docs)
+        with sessions() as check:
+            assert list(check.scalars(select(Delinquency))) == []
+            tombstones = list(check.scalars(select(Tombstone)))
+            kinds = list(check.scalars(select(Report.kind)))
+        assert [t.last_sequence for t in tombstones] == [4] * total
+        # What is left of each account is its settlement (the record's reports went with it).
+        assert kinds == ["settle"] * total
+    assert counts[0] == counts[1]
