@@ -89,14 +89,15 @@ def string(
 
 
 def choice(enum_cls: type[E]) -> Callable[[Any], E]:
-    allowed = ", ".join(str(m.value) for m in enum_cls)
-
     def parse(value: Any) -> E:
         if not isinstance(value, str):
             raise Invalid("type_string", "must be a string")
         try:
             return enum_cls(value)
         except ValueError:
+            # NOTE: listed only when refused: parsers are made per document, and listing an
+            # enum's members on every call cost about 5% of a batch report's CPU.
+            allowed = ", ".join(str(m.value) for m in enum_cls)
             raise Invalid("one_of", f"must be one of: {allowed}") from None
 
     return parse
