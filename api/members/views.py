@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json as stdlib_json
+
 import marshmallow as ma
 from flask import Response, json, request
 from flask.views import MethodView
@@ -198,15 +200,19 @@ def _count_outcome(outcome: Outcome) -> None:
         count_report(accepted=False, reason=outcome.error.code, via="batch")
 
 
+_json_string = stdlib_json.JSONEncoder(ensure_ascii=False).encode
+"""A string as JSON (the standard library's C encoder, made once)."""
+
+
 def _item_json(index: int, outcome: Outcome) -> bytes:
     """One result; a receipt is embedded byte for byte as the registry stored and signed it."""
     if isinstance(outcome, Accepted):
-        head = json.dumps(
-            {"index": index, "status": 201 if outcome.created else 200},
-            separators=(",", ":"),
-        )
-        report_id = json.dumps(outcome.report_id)
-        return f'{head[:-1]},"report_id":{report_id},"receipt":'.encode() + outcome.receipt + b"}"
+        # NOTE: written out rather than through Flask's JSON provider: this runs once per
+        # report, and the provider's per-call set-up cost more than the rest of the answer.
+        status = 201 if outcome.created else 200
+        report_id = _json_string(outcome.report_id)
+        head = f'{{"index":{index},"status":{status},"report_id":{report_id},"receipt":'
+        return head.encode() + outcome.receipt + b"}"
     problem = from_registry_error(outcome.error)
     document = {"index": index, "status": problem.status_code, "problem": problem.get_json()}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
