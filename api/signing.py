@@ -21,7 +21,6 @@ from flask import Response, current_app, g, request
 from api.services import request_session, services
 from registry import authn
 from registry.authn import Caller, authenticate, authenticate_operator
-from registry.db import end_read
 from registry.models import Operator
 
 T = TypeVar("T")
@@ -74,9 +73,7 @@ def _verified(authenticator: Callable[..., T]) -> T:
             now=svc.clock(),
             reading=prepares,
         )
-        if prepares:
-            end_read(session)
-        else:
+        if not prepares:
             authn.write_nonce(session)
         return who
     except BaseException:

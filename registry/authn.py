@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, SessionTransaction, joinedload, make_transie
 
 from crypto import httpsig
 from crypto.errors import RequestSignatureError
-from registry.db import begin_read
+from registry.db import begin_read, end_read
 from registry.errors import Forbidden, NotAuthenticated
 from registry.models import (
     Institution,
@@ -146,8 +146,8 @@ def authenticate(
 
     The nonce is left for :func:`write_nonce` (the caller decides when the request starts
     writing; see :func:`expect_nonce`), which also confirms the key and member are still
-    valid. A key in ``known`` needs no look-up; with ``reading``, a look-up begins the
-    session's transaction as a reader (``registry.db.begin_read``).
+    valid. A key in ``known`` needs no look-up; with ``reading``, a look-up is made in a
+    reader's transaction (``registry.db.begin_read``), ended before this returns.
     """
     keys: dict[str, MemberKey] = {}
     cached: set[str] = set()
@@ -168,6 +168,8 @@ def authenticate(
         return key.public_key
 
     verified = _verify(settings, lookup, method, url, headers, body, now)
+    if reading and verified.keyid not in cached:
+        end_read(session)
     key = keys[verified.keyid]
     if verified.keyid in cached:
         # The request's own copy, in its session, as if loaded (no SQL): views may hand it to
@@ -224,6 +226,7 @@ def authenticate_operator(
     """The same signature profile as members, checked against the operators' keys only.
 
     A member key never authenticates an operator request: the look-up does not see them.
+    With ``reading``, the look-up is made in a reader's transaction, ended before this returns.
     """
     found: dict[str, Operator] = {}
 
@@ -237,6 +240,8 @@ def authenticate_operator(
         return operator.public_key
 
     verified = _verify(settings, lookup, method, url, headers, body, now)
+    if reading:
+        end_read(session)
     operator = found[verified.keyid]
     if operator.revoked_at is not None and now >= operator.revoked_at:
         raise NotAuthenticated("the signing key is revoked", code="key_revoked")
