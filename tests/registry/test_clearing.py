@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import sqlite3
 import threading
 import warnings
 from typing import Any
@@ -626,3 +627,135 @@ def test_clear_many_notes_its_clearings_and_copies_each_record_into_its_tombston
     assert sorted((t.institution_id, t.account_index, t.last_sequence) for t in stones) == expected
     assert {(t.reason, t.cleared_at) for t in stones} == {("fraud", now)}
     assert count(session, Delinquency) == 0 and count(session, ClearanceCertificate) == 5
+
+
+# --- the sweeper's threads, SQLite's write lock, a failure mid-way -------------------------
+
+
+def settled_accounts(client: FlaskClient, bank: Member, prefix: str, n: int) -> None:
+    """``n`` settled records, one borrower each, cleared by a sweep 31 days later."""
+    for i in range(n):
+        doc = open_for(client, bank, 500 + i, f"{prefix}-{i}")
+        assert submit(client, bank, settle(doc)).status_code == 201
+
+
+RETENTION = Policy(retention_days_after_settlement=30)
+
+
+def a_month_later() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+
+
+@pytest.mark.sqlite_only
+def test_the_sweeper_signs_without_holding_sqlites_write_lock(
+    retention_app: Flask,
+    bank: Member,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "LOCK", 3)
+    free: list[bool] = []
+    certify = Clearer._certify
+
+    def watched(self: Clearer, *args: Any, **kwargs: Any) -> Any:
+        # Another writer gets the write lock at once (no busy wait) while this one signs.
+        other = sqlite3.connect(str(engine.url.database), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free.append(True)
+        except sqlite3.OperationalError:
+            free.append(False)
+        finally:
+            other.close()
+        return certify(self, *args, **kwargs)
+
+    monkeypatch.setattr(Clearer, "_certify", watched)
+    swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later(), workers=1)
+    assert swept.cleared["retention"] == 3
+    assert free == [True, True, True]
+
+
+@pytest.mark.sqlite_only
+def test_what_changes_while_the_sweeper_signs_is_read_again_before_it_clears(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "CHANGE", 3)
+    certify_due = Clearer._certify_due
+    meanwhile: list[str] = []
+
+    def interrupted(self: Clearer, *args: Any, **kwargs: Any) -> Any:
+        if not meanwhile:  # signing the first certificate, outside the write lock
+            meanwhile.append("done")
+            with sessions_for(engine)() as other, other.begin():
+                found = records_by_account(other, settings)
+                gone = found["CHANGE-0"]  # cleared by someone else first
+                clearer(settings).clear_many(
+                    other,
+                    [gone],
+                    ClearReason.FRAUD,
+                    dt.datetime.now(dt.UTC),
+                    account_refs={gone.id: "CHANGE-0"},
+                )
+                found["CHANGE-1"].product = "mortgage"  # and this one changed
+        return certify_due(self, *args, **kwargs)
+
+    monkeypatch.setattr(Clearer, "_certify_due", interrupted)
+    swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later(), workers=1)
+
+    assert swept.cleared["retention"] == 2
+    assert sorted(session.scalars(select(Tombstone.reason))) == ["fraud", "settled", "settled"]
+    session.commit()
+    material = load_key_material(settings)
+    shown = []
+    for i in range(3):
+        index = material.blind_index.digest("national_id", national_id(500 + i))
+        [raw] = clearer(settings).certificates_for(session, index)  # one each, no more
+        shown.append(json.loads(dsse.parse_envelope(raw).payload)["product"])
+    assert shown == ["credit_card", "mortgage", "credit_card"]
+
+
+class DiskFull(RuntimeError):
+    """Stands in for whatever fails in the middle of a chunk."""
+
+
+def test_a_sweep_that_fails_mid_way_leaves_each_record_cleared_whole_or_untouched(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "SPLIT", 9)
+    note = clearing.note_clearings
+    chunks: list[int] = []
+
+    def failing_second(s: Session, reason: ClearReason, n: int) -> None:
+        # The last step of a chunk: everything else of it has been written by now.
+        chunks.append(n)
+        if len(chunks) == 2:
+            raise DiskFull("no space left on device")
+        note(s, reason, n)
+
+    monkeypatch.setattr(clearing, "note_clearings", failing_second)
+    with pytest.raises(DiskFull):
+        clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later(), batch=3)
+
+    left, stones = count(session, Delinquency), count(session, Tombstone)
+    assert left >= 3 and left + stones == 9  # the failed chunk (and any not begun) untouched
+    assert count(session, ClearanceCertificate) == stones and count(session, Borrower) == left
+    certified = set(session.scalars(select(ClearanceCertificate.data_key_id)))
+    assert set(session.scalars(select(DataKey.id))) == personal_keys(session) | certified
+    session.commit()
+
+    monkeypatch.undo()
+    swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later())
+    assert swept.cleared["retention"] == left
+    assert count(session, Delinquency) == 0 and count(session, Tombstone) == 9
