@@ -515,8 +515,9 @@ class ChunkApplier:
         except RegistryError as exc:
             self._outcomes[position] = Refused(exc)
             return
-        pending.accounts.add(item.account_index)
-        pending.report_ids.add(item.report_id)
+        # NOTE: self._pending, not ``pending``: a flush above began a new one.
+        self._pending.accounts.add(item.account_index)
+        self._pending.report_ids.add(item.report_id)
 
     # --- look-ups (once per chunk, again only for what a flush changed) -----------------
 

@@ -307,3 +307,34 @@ def test_reports_on_accounts_the_chunk_already_touched_are_decided_in_memory(
         # What is left of each account is its settlement (the record's reports went with it).
         assert kinds == ["settle"] * total
     assert counts[0] == counts[1]
+
+
+def test_a_report_resent_after_its_account_was_cleared_and_opened_again_in_one_chunk(
+    engine: Engine, settings: Settings
+) -> None:
+    """Open, settle, open again, then the second open resent, all in one chunk: the resend
+    gets its receipt (the chunk flushes before the new open, and must remember the new
+    open's report id after that flush)."""
+    _wipe(engine)
+    intake = Intake(load_key_material(settings), Policy())
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as setup:
+        bank = admit(setup, "BANKA")
+    reopen = _document(0, "open", 3, 1, "100.00", 95, "")
+    documents = [
+        _document(0, "open", 1, 1, "100.00", 95, ""),
+        _document(0, "settle", 2, 1, "", 0, ""),
+        reopen,
+        reopen,
+    ]
+    with sessions() as session:
+        caller = session.scalars(select(Institution)).one()
+        result = BatchIntake(intake).submit(
+            session, caller, [_as(bank, d) for d in documents], dt.datetime.now(dt.UTC)
+        )
+    assert [_summary(o) for o in result.outcomes] == [("accepted", True)] * 3 + [
+        ("accepted", False)
+    ]
+    first, again = result.outcomes[2], result.outcomes[3]
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert again.receipt == first.receipt
