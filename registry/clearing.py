@@ -153,8 +153,8 @@ _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 """The certificate document's encoder, made once (``json.dumps`` with options makes one a call)."""
 
 CHUNK = 500
-"""Records cleared per round of statements: bounds the rows built in memory per statement and
-keeps the one expanded ``IN`` list (blind indexes) well under SQLite's bound-parameter limit."""
+"""Records cleared per round of statements, and the sweeper's records per transaction: bounds
+the rows built in memory per statement and how long a transaction holds its locks."""
 
 SWEEP_WORKERS = 2
 """Threads that clear one sweep rule's records side by side, each a chunk at a time in its own
@@ -513,20 +513,28 @@ class Clearer:
         # Borrowers left without any record go too, with the statements on their whole file.
         borrowers = _table(Borrower)
         orphans = connection.execute(
-            select(borrowers.c.id, borrowers.c.id_index, borrowers.c.data_key_id).where(
+            select(borrowers.c.id, borrowers.c.data_key_id).where(
                 _ids_in(connection, borrowers.c.id, {r.borrower_id for r in records}),
                 ~exists().where(delinquencies.c.borrower_id == borrowers.c.id),
             )
         ).all()
         if orphans:
+            gone[Borrower] = [o.id for o in orphans]
+            # Their blind indexes are read by the server: as an expanded IN list, 500 of them
+            # were rendered, sent and planned again in every chunk.
             rows = connection.execute(
                 delete(statements)
-                .where(statements.c.borrower_index.in_([o.id_index for o in orphans]))
+                .where(
+                    statements.c.borrower_index.in_(
+                        select(borrowers.c.id_index).where(
+                            _ids_in(connection, borrowers.c.id, gone[Borrower])
+                        )
+                    )
+                )
                 .returning(statements.c.id, statements.c.data_key_id)
             ).all()
             gone[BorrowerStatement] += [row.id for row in rows]
             doomed_keys += [row.data_key_id for row in rows]
-            gone[Borrower] = [o.id for o in orphans]
             connection.execute(
                 delete(borrowers).where(_ids_in(connection, borrowers.c.id, gone[Borrower]))
             )

@@ -192,7 +192,10 @@ class Delinquency(Base):
     ref: Mapped[str] = mapped_column(String(32), unique=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     account_index: Mapped[bytes] = mapped_column(LargeBinary(32))
-    borrower_id: Mapped[int] = mapped_column(ForeignKey("borrowers.id"), index=True)
+    # RESTRICT, not NO ACTION: see data_key_reference (migration 0007).
+    borrower_id: Mapped[int] = mapped_column(
+        ForeignKey("borrowers.id", ondelete="RESTRICT"), index=True
+    )
     data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     account_ref_ct: Mapped[bytes] = mapped_column(LargeBinary)
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)

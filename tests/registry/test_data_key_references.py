@@ -1,8 +1,7 @@
-"""References to data keys: RESTRICT on PostgreSQL (migration 0007), and a used key stays."""
+"""References clearing deletes through: RESTRICT on PostgreSQL (0007); what is in use stays."""
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,23 +9,27 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, delete, insert, inspect
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from conftest import PG_ADMIN_DSN
+from factories import admit, payload, submit
 from registry.db import alembic_config
-from registry.models import Base, Borrower, DataKey
+from registry.models import Base, Borrower, DataKey, Delinquency
 
-# What 0007 changes: every table with a column referring to a data key.
+# What 0007 changes: every reference to a data key, and the record's to its borrower.
 REFERRING = {
-    "borrowers",
-    "delinquencies",
-    "clearance_certificates",
-    "inquiries",
-    "disputes",
-    "borrower_statements",
-    "notifications",
-    "borrower_enrolments",
+    ("borrowers", "data_keys"),
+    ("delinquencies", "data_keys"),
+    ("clearance_certificates", "data_keys"),
+    ("inquiries", "data_keys"),
+    ("disputes", "data_keys"),
+    ("borrower_statements", "data_keys"),
+    ("notifications", "data_keys"),
+    ("borrower_enrolments", "data_keys"),
+    ("delinquencies", "borrowers"),
 }
 
 
@@ -57,23 +60,24 @@ def migrate(engine: Engine, action: str, revision: str) -> None:
         getattr(command, action)(config, revision)
 
 
-def on_delete(engine: Engine) -> dict[str, str | None]:
-    """Each referring table's ``ON DELETE`` action towards data_keys, as the database has it."""
-    found: dict[str, str | None] = {}
+def on_delete(engine: Engine) -> dict[tuple[str, str], str | None]:
+    """The ``ON DELETE`` action of each reference 0007 is about, as the database has it."""
+    found: dict[tuple[str, str], str | None] = {}
     inspector = inspect(engine)
     for table in inspector.get_table_names():
         for fk in inspector.get_foreign_keys(table):
-            if fk["referred_table"] == "data_keys":
-                found[table] = fk.get("options", {}).get("ondelete")
+            pair = (table, fk["referred_table"])
+            if fk["referred_table"] == "data_keys" or pair in REFERRING:
+                found[pair] = fk.get("options", {}).get("ondelete")
     return found
 
 
-def test_every_model_refers_to_its_data_key_with_restrict() -> None:
+def test_every_model_refers_to_data_keys_and_borrowers_with_restrict() -> None:
     declared = {
-        fk.parent.table.name: fk.ondelete
+        (fk.parent.table.name, fk.column.table.name): fk.ondelete
         for table in Base.metadata.sorted_tables
         for fk in table.foreign_keys
-        if fk.column.table.name == "data_keys"
+        if fk.column.table.name in ("data_keys", "borrowers")
     }
     assert declared == dict.fromkeys(REFERRING, "RESTRICT")
 
@@ -89,25 +93,21 @@ def test_0007_goes_up_and_down(scratch: Engine, engine_name: str) -> None:
     assert on_delete(scratch) == dict.fromkeys(REFERRING, expected)
 
 
-def test_a_key_still_in_use_cannot_be_deleted(engine: Engine) -> None:
-    now = dt.datetime.now(dt.UTC)
-    with engine.begin() as conn:
-        key_id = conn.execute(
-            insert(DataKey)
-            .values(ref="k" * 32, master_version=1, wrapped=b"w" * 60, created_at=now)
-            .returning(DataKey.id)
-        ).scalar_one()
-        conn.execute(
-            insert(Borrower).values(
-                ref="b" * 32,
-                id_index=b"i" * 32,
-                data_key_id=key_id,
-                national_id_ct=b"c",
-                created_at=now,
-            )
-        )
-    with pytest.raises(IntegrityError), engine.begin() as conn:
-        conn.execute(delete(DataKey).where(DataKey.id == key_id))
-    with engine.begin() as conn:
-        conn.execute(delete(Borrower))
-        conn.execute(delete(DataKey).where(DataKey.id == key_id))
+def test_a_key_or_borrower_still_in_use_cannot_be_deleted(
+    client: FlaskClient, session: Session, engine: Engine
+) -> None:
+    bank = admit(session, "BANKA")
+    assert submit(client, bank, payload(bank)).status_code == 201
+    record = session.scalars(select(Delinquency)).one()
+    used = [
+        delete(DataKey).where(DataKey.id == record.data_key_id),
+        delete(DataKey).where(DataKey.id == record.borrower.data_key_id),
+        delete(Borrower).where(Borrower.id == record.borrower_id),
+    ]
+    session.commit()
+    for statement in used:
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(statement)
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Borrower)) == 1
+        assert conn.scalar(select(func.count()).select_from(DataKey)) == 2
