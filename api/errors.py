@@ -10,6 +10,7 @@ import marshmallow as ma
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
+from api.signing import refusal_for_caller
 from registry import errors as e
 
 PROBLEM_JSON = "application/problem+json"
@@ -173,8 +174,19 @@ def refuse_nul_in_url() -> None:
         )
 
 
+def _refusal(error: e.RegistryError) -> Response:
+    return from_registry_error(refusal_for_caller() or error)
+
+
+def _http_refusal(error: HTTPException) -> Response:
+    refusal = refusal_for_caller()
+    return from_registry_error(refusal) if refusal else from_http_exception(error)
+
+
 def register(app: Flask) -> None:
+    """Every refusal is answered here; a signed caller whose key is no longer valid gets that
+    refusal instead (``api.signing.refusal_for_caller``)."""
     app.before_request(refuse_nul_in_url)
-    app.register_error_handler(e.RegistryError, from_registry_error)
-    app.register_error_handler(HTTPException, from_http_exception)
+    app.register_error_handler(e.RegistryError, _refusal)
+    app.register_error_handler(HTTPException, _http_refusal)
     app.register_error_handler(Exception, unexpected)

@@ -17,10 +17,12 @@ from functools import partial
 from typing import TypeVar
 
 from flask import Response, current_app, g, request
+from sqlalchemy.orm import Session
 
 from api.services import request_session, services
 from registry import authn
 from registry.authn import Caller, authenticate, authenticate_operator
+from registry.errors import RegistryError
 from registry.models import Operator
 
 T = TypeVar("T")
@@ -106,6 +108,21 @@ def confirm_caller() -> None:
     """For a view that prepares before writing and refuses before its first ``db()``: make
     sure the caller's key and member are still valid before the refusal is answered."""
     authn.confirm_expected(request_session())
+
+
+def refusal_for_caller() -> RegistryError | None:
+    """The refusal a caller whose key was revoked (or member suspended) since this worker
+    last read it gets instead of any other answer; None while it is valid. Only a request
+    whose nonce is not written yet needs this (the nonce's statement checks the rest):
+    every refusal goes through it (``api.errors``), so no view can forget it."""
+    session: Session | None = g.get("db")
+    if session is None:
+        return None
+    try:
+        authn.confirm_expected(session)
+    except RegistryError as refusal:
+        return refusal
+    return None
 
 
 def require_operator() -> None:

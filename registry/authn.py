@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import String, Table, bindparam, delete, event, insert, inspect, or_, select
@@ -204,12 +204,13 @@ def confirm_expected(session: Session) -> None:
     still who it was? A key taken from :class:`KnownKeys` is read afresh here, so a revoked
     key or suspended member gets that refusal, not an answer about its request."""
     expected: ExpectedNonce | None = session.info.get(_EXPECTED)
-    if expected is None or not expected.member_key:
+    if expected is None or not expected.member_key or expected.confirmed:
         return
     if expected.known is not None:
         expected.known.forget(expected.keyid)
     begin_read(session)
     confirm_member_key(session, expected.keyid, expected.now)
+    session.info[_EXPECTED] = replace(expected, confirmed=True)
 
 
 def authenticate_operator(
@@ -288,6 +289,8 @@ class ExpectedNonce:
     member_key: bool = False
     """A member's key: written only while the key is valid and the member active."""
     known: KnownKeys | None = None
+    confirmed: bool = False
+    """Read afresh and found valid by :func:`confirm_expected` (once is enough)."""
 
 
 def expect_nonce(

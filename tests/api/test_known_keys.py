@@ -168,3 +168,17 @@ def test_a_replay_to_another_worker_is_refused(
     assert code_of(replay) == (401, "request_replayed")
     session.rollback()
     assert session.scalar(select(func.count()).select_from(RequestNonce)) == 1
+
+
+def test_a_known_key_revoked_gets_401_for_a_malformed_batch_too(
+    client: FlaskClient, bank: Member, session: Session, clock: Clock
+) -> None:
+    """Any view that checks before its first write is covered: the refusal is confirmed where
+    every refusal is answered (api.errors), not by each view."""
+    assert post_report(client, bank).status_code == 201
+    assert code_of(signed(client, bank, "POST", "/v1/reports/batch", b"[]"))[0] == 400
+    members.revoke_key(session, bank.keyid, clock())
+    session.commit()
+    refused = signed(client, bank, "POST", "/v1/reports/batch", b"[]")
+    assert code_of(refused) == (401, "key_revoked")
+    assert refused.headers["WWW-Authenticate"].startswith("Signature")
