@@ -106,7 +106,7 @@ class KnownKeys:
         """A detached copy of the key (with its member), if kept and valid at ``now``."""
         key = self._keys.get(keyid)
         if key is not None and key.state_at(now) != "valid":
-            del self._keys[keyid]
+            self._keys.pop(keyid, None)  # (pop: safe should workers ever run threads)
             return None
         return key
 
