@@ -223,6 +223,8 @@ class Prepared:
     account_index: bytes = b""
     borrower_index: bytes | None = None
     opening: Opening | None = None
+    clearing: dict[str, Any] | None = None
+    """A settlement's or withdrawal's report row, its receipt signed (see :func:`prepare`)."""
 
 
 def prepare(intake: Intake, caller: Institution, item: Prepared, now: dt.datetime) -> None:
@@ -235,6 +237,13 @@ def prepare(intake: Intake, caller: Institution, item: Prepared, now: dt.datetim
     if report is None or item.account_index:
         return
     item.account_index = intake.account_index(caller, report.account_ref)
+    if report.withdrawal is not None or (
+        report.settlement is not None and intake.policy.clear_on_settlement
+    ):
+        # Accepted, it clears its record: its receipt has no log index, so it can be signed now.
+        row = intake.report_row(caller, report, item.digest, now, None)
+        row["receipt"] = intake.sign_row(caller.code, row, None)
+        item.clearing = row
     state = report.state
     if state is None:
         return
@@ -659,7 +668,9 @@ class ChunkApplier:
         if isinstance(current, _StoredRecord):
             current.changes |= changes
             self._pending.changed[current.id] = current
-        row = self._intake.report_row(self._caller, report, item.digest, self._now, None)
+        row = item.clearing or self._intake.report_row(
+            self._caller, report, item.digest, self._now, None
+        )
         if settlement is not None and self._policy.clear_on_settlement:
             self._clear(position, item, current, ClearReason.SETTLED, row)
         elif report.withdrawal is not None:
@@ -752,9 +763,10 @@ class ChunkApplier:
             if report.key is not None:
                 assert report.record is not None
                 values["delinquency_id"] = report.record.id
-            values["receipt"] = self._intake.sign_row(
-                code, values, report_id if report.key is not None else None
-            )
+            if not values["receipt"]:  # a clearing report's may be signed already
+                values["receipt"] = self._intake.sign_row(
+                    code, values, report_id if report.key is not None else None
+                )
         bulk.write_rows(connection, _DATA_KEYS, key_rows)
         bulk.write_rows(connection, _BORROWERS, borrower_rows)
         bulk.write_rows(connection, _RECORDS, [r.values for r in pending.records])
