@@ -201,6 +201,8 @@ class _Claims:
         self._lock = threading.Lock()
         self._after = 0
         self._done = False
+        self.signed = threading.Event()
+        """Set once a chunk has been certified (or a thread ended): see ``_clear_matching``."""
         self.writing = threading.Lock()
         """Held by the thread in SQLite's write transaction: the other waits on it, and is woken
         when it is free, instead of polling SQLite's lock in the busy handler's growing sleeps."""
@@ -694,7 +696,12 @@ class Clearer:
             batch,
         )
 
-        def drain() -> int:
+        def drain(first: bool) -> int:
+            # NOTE: the others start once the first has signed its first chunk. Started together
+            # they sign at the same time, then write at the same time, and keep that step: the
+            # signing no longer overlaps the other thread's writing, which is the point.
+            if not first:
+                claims.signed.wait()
             cleared = 0
             try:
                 while (done := self._sweep_chunk(sessions, claims, condition, issue)) is not None:
@@ -702,12 +709,14 @@ class Clearer:
             except BaseException:
                 claims.stop()
                 raise
+            finally:
+                claims.signed.set()
             return cleared
 
         if workers <= 1:
-            return drain()
+            return drain(True)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweeper") as pool:
-            running = [pool.submit(drain) for _ in range(workers)]
+            running = [pool.submit(drain, n == 0) for n in range(workers)]
             return sum(future.result() for future in running)
 
     def _sweep_chunk(
@@ -730,6 +739,7 @@ class Clearer:
                     claimed = claims.take(session.connection())
                     if claimed:
                         certificates = [self._certify_due(r, issue) for r in claimed]
+                        claims.signed.set()
                         self._clear_certified(session, claimed, certificates, issue)
                 return len(claimed) if claimed else None
             begin_read(session)
@@ -738,6 +748,7 @@ class Clearer:
             if not claimed:
                 return None
             signed = {r.id: (r, self._certify_due(r, issue)) for r in claimed}
+            claims.signed.set()
             with claims.writing, session.begin():
                 current = self._still_due(session.connection(), condition, list(signed))
                 certificates = []
