@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import Insert, Select, Table, bindparam, func, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -112,7 +112,8 @@ def _open_lookup(dialect: str) -> Select[Any]:
     return statement
 
 
-_OPEN_WRITES: dict[tuple[tuple[str, str, tuple[str, ...]], ...], Insert] = {}
+_Shape = tuple[tuple[str, str, tuple[tuple[str, str | None], ...]], ...]
+_OPEN_WRITES: dict[_Shape, Insert] = {}
 
 
 def _writes_in_one_statement(
@@ -121,20 +122,41 @@ def _writes_in_one_statement(
     """PostgreSQL: several rows of several tables in one INSERT (the others as data-modifying
     CTEs), so an open is one round trip instead of four. Each part is (name, table, row);
     a name prefixes its row's parameters. Foreign keys among the rows hold: PostgreSQL checks
-    them at the end of the statement, when every row is in."""
-    shape = tuple((name, table.name, tuple(row)) for name, table, row in parts)
-    statement = _OPEN_WRITES.get(shape)
+    them at the end of the statement, when every row is in.
+
+    NOTE: psycopg converts (and can prepare) a statement once only when it has at most 50
+    parameters; above that it parses the SQL text again at every execution. So a None is
+    written as NULL, and one timestamp object given to several columns (the request's time)
+    is one parameter. Only timestamps are shared: every timestamp column has the same type.
+    """
+    values: dict[str, Any] = {}
+    shared: dict[int, str] = {}
+    shape: list[tuple[str, str, tuple[tuple[str, str | None], ...]]] = []
+    for name, table, row in parts:
+        columns: list[tuple[str, str | None]] = []
+        for column, value in row.items():
+            param: str | None = None
+            if value is not None:
+                param = f"{name}_{column}"
+                if isinstance(value, dt.datetime):
+                    param = shared.setdefault(id(value), param)
+                values[param] = value
+            columns.append((column, param))
+        shape.append((name, table.name, tuple(columns)))
+    key = tuple(shape)
+    statement = _OPEN_WRITES.get(key)
     if statement is None:
         built = [
-            insert(table).values({column: bindparam(f"{name}_{column}") for column in row})
-            for name, table, row in parts
+            insert(table).values(
+                {column: null() if param is None else bindparam(param) for column, param in cols}
+            )
+            for (_, table, _), (_, _, cols) in zip(parts, shape, strict=True)
         ]
         *ctes, last = built
         statement = last.add_cte(
-            *(cte.cte(name) for cte, (name, _, _) in zip(ctes, parts, strict=False))
+            *(cte.cte(name) for cte, (name, _, _) in zip(ctes, shape, strict=False))
         )
-        _OPEN_WRITES[shape] = statement
-    values = {f"{name}_{column}": value for name, _, row in parts for column, value in row.items()}
+        _OPEN_WRITES[key] = statement
     return statement, values
 
 
