@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,9 +27,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 def make_engine(settings: Settings) -> Engine:
     """Create the engine; on SQLite, set the pragmas the privacy and durability promises need."""
     if settings.is_sqlite:
-        engine = create_engine(
-            settings.database_url, connect_args={"timeout": 30, "check_same_thread": False}
-        )
+        connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
+        database = make_url(settings.database_url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            connect_args["factory"] = _writer_queue(f"{database}-writers.lock")
+        engine = create_engine(settings.database_url, connect_args=connect_args)
         _configure_sqlite(engine, settings.sqlite_synchronous)
         return engine
     engine = create_engine(settings.database_url)
@@ -64,6 +70,71 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("the pooled connection is gone") from exc
 
 
+class _QueuedWriter(sqlite3.Connection):
+    """A SQLite connection whose ``BEGIN IMMEDIATE`` first waits its turn on a file lock.
+
+    NOTE: SQLite's own busy handler does not wake a waiting writer when the lock is freed: it
+    sleeps 1, 2, 5, 10, ... up to 100 ms between attempts. Under several workers a write
+    transaction then often waits tens of milliseconds for a lock that was free after one (a
+    report's p90 went to about 60 ms, its rate down to a fifth of a bare endpoint's). Writers
+    of this engine queue on ``flock`` instead, which the kernel hands over the moment it is
+    released; the busy timeout still covers writers that do not take it (a deferred
+    transaction that turns into a write, another program).
+    """
+
+    lock_path = ""
+    _fd: int | None = None
+    _held = False
+
+    def wait_turn(self) -> None:
+        """Take the writers' lock (before ``BEGIN IMMEDIATE``), unless this thread holds it."""
+        if _HOLDERS.get(threading.get_ident()):
+            return  # a second write transaction of this thread: left to the busy timeout
+        if self._fd is None:
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._held = True
+        _HOLDERS[threading.get_ident()] = _HOLDERS.get(threading.get_ident(), 0) + 1
+
+    def give_turn(self) -> None:
+        if self._held and self._fd is not None:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            ident = threading.get_ident()
+            _HOLDERS[ident] = _HOLDERS.get(ident, 1) - 1
+            if not _HOLDERS[ident]:
+                del _HOLDERS[ident]
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.give_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.give_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_turn()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+_HOLDERS: dict[int, int] = {}
+"""Threads of this process holding the writers' lock (how many connections each)."""
+
+
+def _writer_queue(lock_path: str) -> type[_QueuedWriter]:
+    return type("QueuedWriter", (_QueuedWriter,), {"lock_path": lock_path})
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +158,16 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         if mode not in ("IMMEDIATE", "DEFERRED"):
             raise ValueError("sqlite_begin must be IMMEDIATE or DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        raw = connection.connection.driver_connection
+        queued = mode == "IMMEDIATE" and isinstance(raw, _QueuedWriter)
+        if queued:
+            raw.wait_turn()
+        try:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            if queued:
+                raw.give_turn()
+            raise
 
 
 def begin_read(session: Session) -> None:
