@@ -131,6 +131,7 @@ class DueRecord(NamedTuple):
     key_version: int
     key_wrapped: bytes
     key_ref: str
+    borrower_index: bytes
 
 
 CLEARINGS_NOTED = "registry.clearings"
@@ -156,11 +157,16 @@ CHUNK = 500
 """Records cleared per round of statements, and the sweeper's records per transaction: bounds
 the rows built in memory per statement and how long a transaction holds its locks."""
 
-SWEEP_WORKERS = 2
-"""Threads that clear one sweep rule's records side by side, each a chunk at a time in its own
-transaction. Signing certificates (Python; Ed25519 releases the GIL) then overlaps the database's
-work: PostgreSQL's deletes and foreign-key checks run in its server processes, SQLite's in C
-without the GIL while the other thread signs its next chunk outside the write lock."""
+SWEEP_WORKERS: Mapping[str, int] = {"postgresql": 2, "sqlite": 1}
+"""Threads that clear one sweep rule's records side by side, by engine (one elsewhere), each a
+chunk at a time in its own transaction.
+
+On PostgreSQL the deletes and their foreign-key checks run in the server's processes: while one
+thread's chunk is written there, the other signs its next chunk (Ed25519 signing also lets go of
+the GIL). On SQLite the database's work runs in this process, and sqlite3 gives up the GIL at
+every step of a statement and must win it back from the signing thread: a second thread gained
+nothing measurable there, so one thread claims and signs each chunk without the write lock and
+then writes it (the write lock is held for the writing only)."""
 
 
 @dataclass(frozen=True)
@@ -237,9 +243,11 @@ def _due(condition: ColumnElement[bool]) -> Select[Any]:
             DataKey.master_version,
             DataKey.wrapped,
             DataKey.ref,
+            Borrower.id_index,
         )
         .join(Institution, Institution.id == Delinquency.institution_id)
         .join(DataKey, DataKey.id == Delinquency.data_key_id)
+        .join(Borrower, Borrower.id == Delinquency.borrower_id)
         .where(condition)
         .order_by(Delinquency.id)
     )
@@ -288,13 +296,20 @@ def _insert(
     connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Insert ``rows``, values ready for the driver in ``columns``' order (nothing per value in
-    Python): one ``COPY`` on PostgreSQL, one ``executemany`` of a plain INSERT elsewhere."""
+    Python): one ``COPY`` on PostgreSQL, one INSERT of many rows on SQLite.
+
+    NOTE: on SQLite one statement, not an ``executemany``: sqlite3 lets go of the GIL at each
+    row's step and must get it back, which, while the other sweeper thread signs, costs a wait
+    each time. The statement's text is the same for every full chunk (sqlite3 keeps it prepared).
+    """
     if connection.dialect.name != "postgresql":
-        # SQLite's paramstyle is positional (qmark): the compiled INSERT takes the tuples as is.
+        # SQLite's paramstyle is positional (qmark): the compiled row takes the values in order.
         compiled = insert(table).compile(dialect=connection.dialect, column_keys=list(columns))
         if compiled.positiontup != list(columns):
             raise ValueError(f"name {table.name}'s columns in the table's order")
-        connection.exec_driver_sql(str(compiled), rows)
+        head, marks = str(compiled).split(" VALUES ")
+        many = head + " VALUES " + ", ".join([marks] * len(rows))
+        connection.exec_driver_sql(many, tuple(v for row in rows for v in row))
         return
     statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg_sql.Identifier(table.name),
@@ -409,6 +424,8 @@ class Clearer:
         records: Sequence[Clearable],
         certificates: Sequence[_Certificate],
         issue: _Issue,
+        *,
+        serial: Mapping[int, bytes] | None = None,
     ) -> None:
         """Delete ``records`` and write their certificates (``certificates[i]`` is records[i]'s).
 
@@ -416,12 +433,14 @@ class Clearer:
         another record still refers to them; otherwise two transactions clearing a borrower's
         last two records at once would each see the other's record and both leave the borrower
         (and their ID) behind. Locking all of them first, in one order, also means two callers
-        never wait for each other in a cycle.
+        never wait for each other in a cycle. ``serial``: the borrowers' blind indexes, read in
+        this transaction, where transactions are serial (SQLite) and there is nothing to lock.
         """
-        borrower_ids = sorted({r.borrower_id for r in records})
-        id_indexes: dict[int, bytes] = {}
-        for start in range(0, len(borrower_ids), CHUNK):
-            id_indexes |= lock_borrowers(session, borrower_ids[start : start + CHUNK])
+        id_indexes: dict[int, bytes] = dict(serial or {})
+        if serial is None:
+            borrower_ids = sorted({r.borrower_id for r in records})
+            for start in range(0, len(borrower_ids), CHUNK):
+                id_indexes |= lock_borrowers(session, borrower_ids[start : start + CHUNK])
         for start in range(0, len(records), CHUNK):
             self._clear_chunk(
                 session,
@@ -639,12 +658,16 @@ class Clearer:
         now: dt.datetime,
         *,
         batch: int = CHUNK,
-        workers: int = SWEEP_WORKERS,
+        workers: int | None = None,
     ) -> SweepReport:
         """Apply every time-based rule once. Each batch is its own transaction.
 
-        ``workers`` threads clear a rule's records side by side (see ``SWEEP_WORKERS``).
+        ``workers`` threads clear a rule's records side by side; by default the engine's number
+        in ``SWEEP_WORKERS``.
         """
+        if workers is None:
+            with sessions() as session:
+                workers = SWEEP_WORKERS.get(session.get_bind().dialect.name, 1)
         report = SweepReport()
         today = now.date()
         rules: list[tuple[ClearReason, str, ColumnElement[bool]]] = []
@@ -758,7 +781,8 @@ class Clearer:
                         certificate = self._certify_due(record, issue)
                     certificates.append(certificate)
                 if current:
-                    self._clear_certified(session, current, certificates, issue)
+                    indexes = {r.borrower_id: r.borrower_index for r in current}
+                    self._clear_certified(session, current, certificates, issue, serial=indexes)
             return len(current)
 
     def _still_due(

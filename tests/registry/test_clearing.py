@@ -759,3 +759,55 @@ def test_a_sweep_that_fails_mid_way_leaves_each_record_cleared_whole_or_untouche
     swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later())
     assert swept.cleared["retention"] == left
     assert count(session, Delinquency) == 0 and count(session, Tombstone) == 9
+
+
+def test_the_sweep_uses_the_engines_number_of_threads_by_default(
+    retention_app: Flask,
+    bank: Member,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "DEFAULT", 2)
+    asked: list[int] = []
+    clear_matching = Clearer._clear_matching
+
+    def spied(self: Clearer, *args: Any) -> Any:
+        asked.append(args[-1])  # workers
+        return clear_matching(self, *args)
+
+    monkeypatch.setattr(Clearer, "_clear_matching", spied)
+    swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later())
+    assert swept.cleared["retention"] == 2
+    expected = {"postgresql": 2, "sqlite": 1}[engine.dialect.name]
+    assert asked == [expected, expected]  # retention, maximum age
+    assert clearing.SWEEP_WORKERS[engine.dialect.name] == expected
+
+
+def test_two_threads_clear_each_record_once_in_chunks_of_their_own(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "PAIR", 7)
+    threads: set[str] = set()
+    sweep_chunk = Clearer._sweep_chunk
+
+    def noted(self: Clearer, *args: Any) -> Any:
+        done = sweep_chunk(self, *args)
+        if done:
+            threads.add(threading.current_thread().name)
+        return done
+
+    monkeypatch.setattr(Clearer, "_sweep_chunk", noted)
+    swept = clearer(settings, RETENTION).sweep(
+        sessions_for(engine), a_month_later(), batch=2, workers=2
+    )
+    assert swept.cleared["retention"] == 7
+    assert threads and all(name.startswith("sweeper") for name in threads)
+    assert count(session, Delinquency) == 0 and count(session, Borrower) == 0
+    assert count(session, Tombstone) == 7 and count(session, ClearanceCertificate) == 7
+    assert clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later()).total() == 0
