@@ -296,20 +296,13 @@ def _insert(
     connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Insert ``rows``, values ready for the driver in ``columns``' order (nothing per value in
-    Python): one ``COPY`` on PostgreSQL, one INSERT of many rows on SQLite.
-
-    NOTE: on SQLite one statement, not an ``executemany``: sqlite3 lets go of the GIL at each
-    row's step and must get it back, which, while the other sweeper thread signs, costs a wait
-    each time. The statement's text is the same for every full chunk (sqlite3 keeps it prepared).
-    """
+    Python): one ``COPY`` on PostgreSQL, one ``executemany`` of a plain INSERT elsewhere."""
     if connection.dialect.name != "postgresql":
-        # SQLite's paramstyle is positional (qmark): the compiled row takes the values in order.
+        # SQLite's paramstyle is positional (qmark): the compiled INSERT takes the tuples as is.
         compiled = insert(table).compile(dialect=connection.dialect, column_keys=list(columns))
         if compiled.positiontup != list(columns):
             raise ValueError(f"name {table.name}'s columns in the table's order")
-        head, marks = str(compiled).split(" VALUES ")
-        many = head + " VALUES " + ", ".join([marks] * len(rows))
-        connection.exec_driver_sql(many, tuple(v for row in rows for v in row))
+        connection.exec_driver_sql(str(compiled), rows)
         return
     statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg_sql.Identifier(table.name),
