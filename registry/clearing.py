@@ -197,13 +197,16 @@ class _Certificate(NamedTuple):
 class _Claims:
     """Hands one rule's due records to the sweep's threads, a chunk each, each record once.
 
-    A cursor (the last id handed out) rather than the database's row locks alone: on SQLite a
-    thread claims without any lock, and two threads must not certify the same records.
+    With ``locks`` (PostgreSQL) the claim's row locks keep the threads apart (``SKIP LOCKED``),
+    and every claim starts from the lowest due id: a record a member's report held for a moment
+    is claimed on a later round of the same sweep. Without (SQLite: a thread claims without any
+    lock) a cursor, the last id handed out, keeps two threads from certifying the same records.
     """
 
-    def __init__(self, query: Select[Any], batch: int) -> None:
+    def __init__(self, query: Select[Any], batch: int, *, locks: bool) -> None:
         self._query = query
         self._batch = batch
+        self._locks = locks
         self._lock = threading.Lock()
         self._after = 0
         self._done = False
@@ -221,7 +224,7 @@ class _Claims:
             rows = connection.execute(self._query, {"after": self._after}).all()
             if len(rows) < self._batch:
                 self._done = True
-            if rows:
+            if rows and not self._locks:
                 self._after = rows[-1][0]
         return [DueRecord(*row) for row in rows]
 
@@ -704,12 +707,15 @@ class Clearer:
         workers: int,
     ) -> int:
         """Clear every record matching ``condition``, a chunk per transaction, in threads."""
+        with sessions() as session:
+            locks = _holds_claims(session)
         claims = _Claims(
             _due(condition)
             .where(Delinquency.id > bindparam("after", type_=Integer))
             .limit(batch)
             .with_for_update(skip_locked=True, of=Delinquency),
             batch,
+            locks=locks,
         )
 
         def drain(first: bool) -> int:

@@ -811,3 +811,35 @@ def test_two_threads_clear_each_record_once_in_chunks_of_their_own(
     assert count(session, Delinquency) == 0 and count(session, Borrower) == 0
     assert count(session, Tombstone) == 7 and count(session, ClearanceCertificate) == 7
     assert clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later()).total() == 0
+
+
+@pytest.mark.postgresql_only
+def test_a_record_held_for_a_moment_is_still_cleared_by_the_same_sweep(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settled_accounts(retention_app.test_client(), bank, "HELD", 5)
+    first = min(session.scalars(select(Delinquency.id)))
+    session.commit()
+    member = engine.connect()  # a member's report holds the first record's row for a moment
+    member.execute(select(Delinquency.id).where(Delinquency.id == first).with_for_update())
+    certify_due = Clearer._certify_due
+
+    def then_let_go(self: Clearer, *args: Any, **kwargs: Any) -> Any:
+        if member.in_transaction():
+            member.commit()
+        return certify_due(self, *args, **kwargs)
+
+    monkeypatch.setattr(Clearer, "_certify_due", then_let_go)
+    try:
+        swept = clearer(settings, RETENTION).sweep(
+            sessions_for(engine), a_month_later(), batch=2, workers=1
+        )
+    finally:
+        member.close()
+    assert swept.cleared["retention"] == 5
+    assert count(session, Delinquency) == 0
