@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     String,
     Table,
-    any_,
     bindparam,
     cast,
     delete,
@@ -283,12 +282,15 @@ def _ids_in(
     every execution, and parsed again by psycopg (too long for its cache); one array (PostgreSQL)
     or JSON (SQLite) parameter keeps the statement short and the same every time. The array
     goes as its text form, cast by the server: psycopg builds a list parameter in Python, about
-    0.3 ms for 500 ids, and a chunk sends nine.
+    0.3 ms for 500 ids, and a chunk sends nine. It is joined as ``IN (SELECT unnest(...))``,
+    not compared with ``= ANY``: on a table not analysed yet (right after a bulk of intake) the
+    planner scans it, and ``= ANY`` of a parameter then compares every row with every id (a
+    sweep ran at 2,000 instead of 5,000 records/s); the semi-join hashes the ids instead.
     """
     listed = ",".join(str(int(value)) for value in ids)
     if connection.dialect.name == "postgresql":
         array = cast(bindparam(None, f"{{{listed}}}", type_=String), postgresql.ARRAY(Integer))
-        return column == any_(array)
+        return column.in_(select(func.unnest(array)))
     if connection.dialect.name == "sqlite":
         rows = func.json_each(f"[{listed}]").table_valued("value")
         return column.in_(select(rows.c.value))
