@@ -15,13 +15,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
 from api import create_app
-from registry.db import checkpoint_wal, make_engine, upgrade_to_head
+from registry.db import alembic_config, checkpoint_wal, make_engine, upgrade_to_head
 from registry.models import Base
 from registry.secrets import init_instance
 from registry.settings import Settings
@@ -106,6 +107,35 @@ def migrated(settings: Settings) -> Iterator[Engine]:
     upgrade_to_head(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def scratch(engine_name: str, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database of its own, for migration tests: migrating it down must not disturb
+    the suite's."""
+    if engine_name == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
+        yield engine
+        engine.dispose()
+        return
+    name = f"registry_scratch_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    host, port, user = admin.get("host"), admin.get("port", "5432"), admin.get("user")
+    engine = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{name}")
+    yield engine
+    engine.dispose()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def migrate(engine: Engine, action: str, revision: str) -> None:
+    """Run alembic's ``upgrade``/``downgrade`` to ``revision`` on ``engine``."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
 
 
 @pytest.fixture

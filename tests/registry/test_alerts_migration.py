@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, Table, create_engine, inspect, text
+from sqlalchemy import Engine, Table, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from conftest import PG_ADMIN_DSN
-from registry.db import alembic_config
+from conftest import migrate
 from registry.models import Base
 
 TABLES = {"webhooks", "subscriptions", "alert_streams", "alerts", "alert_deliveries"}
-
-
-@pytest.fixture
-def scratch(engine_name: str, tmp_path: Path) -> Iterator[Engine]:
-    """An empty database of its own: migrating it down must not disturb the suite's."""
-    if engine_name == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
-        yield engine
-        engine.dispose()
-        return
-    name = f"registry_scratch_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
-    host, port, user = admin.get("host"), admin.get("port", "5432"), admin.get("user")
-    engine = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{name}")
-    yield engine
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def _migrate(engine: Engine, action: str, revision: str) -> None:
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        getattr(command, action)(config, revision)
 
 
 def _tables_named(diff: Any) -> set[str]:
@@ -72,7 +39,7 @@ def _differences(engine: Engine) -> list[str]:
 
 
 def test_0003_matches_the_models_and_downgrades_cleanly(scratch: Engine) -> None:
-    _migrate(scratch, "upgrade", "0003")
+    migrate(scratch, "upgrade", "0003")
     assert set(inspect(scratch).get_table_names()) >= TABLES
     assert _differences(scratch) == []
     indexes = {i["name"]: i for i in inspect(scratch).get_indexes("subscriptions")}
@@ -97,7 +64,7 @@ def test_0003_matches_the_models_and_downgrades_cleanly(scratch: Engine) -> None
     with pytest.raises(IntegrityError), scratch.begin() as conn:
         conn.execute(insert, {"ref": "d", "index": b"i" * 32, "ended": None})
 
-    _migrate(scratch, "downgrade", "0002")
+    migrate(scratch, "downgrade", "0002")
     assert not TABLES & set(inspect(scratch).get_table_names())
-    _migrate(scratch, "upgrade", "head")
+    migrate(scratch, "upgrade", "head")
     assert set(inspect(scratch).get_table_names()) >= TABLES

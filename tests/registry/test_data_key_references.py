@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
-
-import psycopg
 import pytest
-from alembic import command
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, delete, func, inspect, select
+from sqlalchemy import Engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conftest import PG_ADMIN_DSN
+from conftest import migrate
 from factories import admit, payload, submit
-from registry.db import alembic_config
 from registry.models import Base, Borrower, DataKey, Delinquency
 
 # What 0007 changes: every reference to a data key, and the record's to its borrower.
@@ -31,33 +24,6 @@ REFERRING = {
     ("borrower_enrolments", "data_keys"),
     ("delinquencies", "borrowers"),
 }
-
-
-@pytest.fixture
-def scratch(engine_name: str, tmp_path: Path) -> Iterator[Engine]:
-    """An empty database of its own: migrating it down must not disturb the suite's."""
-    if engine_name == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
-        yield engine
-        engine.dispose()
-        return
-    name = f"registry_scratch_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
-    host, port, user = admin.get("host"), admin.get("port", "5432"), admin.get("user")
-    engine = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{name}")
-    yield engine
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def migrate(engine: Engine, action: str, revision: str) -> None:
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        getattr(command, action)(config, revision)
 
 
 def on_delete(engine: Engine) -> dict[tuple[str, str], str | None]:
