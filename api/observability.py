@@ -36,12 +36,16 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from api.errors import ProblemSchema
+from api.services import db
 from api.signing import require_operator
 from registry.clearing import CLEARINGS_NOTED
+from registry.models import SweepTotal
+from registry.sweep_log import sweep_totals
 
 REQUEST_ID_HEADER = "X-Request-Id"
 # An upstream proxy's request id is kept only when it is plainly an id (no room for data).
@@ -244,13 +248,48 @@ blp = Blueprint(
 blp.before_request(require_operator)
 
 
-def metrics_text() -> bytes:
-    """Every worker's metrics (multiprocess mode) or this process's (a single process)."""
+def metrics_text(totals: list[SweepTotal] | None = None) -> bytes:
+    """Every worker's metrics (multiprocess mode) or this process's (a single process), and
+    the scheduled sweeps' totals read from the database (``registry.sweep_log``)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    if totals is None:
+        return text
+    swept = CollectorRegistry()
+    swept.register(_SweepCollector(totals))
+    return text + generate_latest(swept)
+
+
+class _SweepCollector:
+    """The sweeps' totals as metrics: records cleared and sweeps run, by rule, and when the
+    last sweep finished (a stalled sweeper clears nothing: alert on its age)."""
+
+    def __init__(self, totals: list[SweepTotal]) -> None:
+        self._totals = totals
+
+    def collect(self) -> list[Metric]:
+        cleared = CounterMetricFamily(
+            "registry_sweeper_cleared",
+            "Records cleared by the scheduled sweeps (registry worker / registry sweep), by rule",
+            labels=["rule"],
+        )
+        sweeps = CounterMetricFamily(
+            "registry_sweeper_sweeps", "Scheduled sweeps finished, by rule", labels=["rule"]
+        )
+        finished = GaugeMetricFamily(
+            "registry_sweeper_last_finished_timestamp_seconds",
+            "When a scheduled sweep last finished (Unix time), by rule",
+            labels=["rule"],
+        )
+        for total in self._totals:
+            cleared.add_metric([total.rule], total.cleared)
+            sweeps.add_metric([total.rule], total.sweeps)
+            finished.add_metric([total.rule], total.last_finished_at.timestamp())
+        return [cleared, sweeps, finished]
 
 
 @blp.route("/metrics")
@@ -270,7 +309,8 @@ class Metrics(MethodView):
     )
     def get(self) -> Response:
         """Request, report, inquiry and clearing counters (operators only)."""
-        return Response(metrics_text(), status=200, content_type=CONTENT_TYPE_LATEST)
+        totals = sweep_totals(db())
+        return Response(metrics_text(totals), status=200, content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask, api: Any, sessions: sessionmaker[Session]) -> None:

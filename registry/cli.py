@@ -23,6 +23,7 @@ from registry.policy import DEFAULT_POLICY
 from registry.secrets import init_instance, load_key_material
 from registry.settings import Settings
 from registry.signin import enrol as enrol_borrower
+from registry.sweep_log import record_sweep
 from registry.webhooks import Deliverer
 
 
@@ -285,6 +286,8 @@ def _sweep_once(settings: Settings) -> str:
         material = load_key_material(settings)
         clearer = Clearer(material, DEFAULT_POLICY)
         report = clearer.sweep(make_session_factory(engine), _now())
+        with make_session_factory(engine)() as session, session.begin():
+            record_sweep(session, report.cleared, _now())
         kept = alerts.housekeeping(make_session_factory(engine), DEFAULT_POLICY, _now())
         forgotten = Inquiries(material, DEFAULT_POLICY).expire(make_session_factory(engine), _now())
         chores = portal_housekeeping.sweep(make_session_factory(engine), settings, _now())

@@ -681,3 +681,19 @@ class BorrowerEnrolment(Base):
     enrolled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     data_key: Mapped[DataKey] = relationship()
+
+
+class SweepTotal(Base):
+    """Running totals of the scheduled sweeps, by rule, kept in the database.
+
+    The sweeper runs in ``registry worker``, often on another host than the web tier, so its
+    counts cannot live in a web process's metrics; ``/metrics`` reads them from here. No
+    personal data: a rule's name and numbers.
+    """
+
+    __tablename__ = "sweep_totals"
+
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cleared: Mapped[int] = mapped_column(BigInteger)
+    sweeps: Mapped[int] = mapped_column(BigInteger)
+    last_finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -24,6 +24,7 @@ from registry.models import Delinquency
 from registry.policy import Policy
 from registry.secrets import load_key_material
 from registry.settings import Settings
+from registry.sweep_log import record_sweep
 
 
 @pytest.fixture
@@ -256,6 +257,24 @@ def test_inquiry_counter_takes_purpose_and_outcome(client: FlaskClient, operator
     after = samples(client, operator)
     name, labels = "registry_inquiries_total", {"purpose": "account_review", "outcome": "answered"}
     assert value(after, name, **labels) - value(before, name, **labels) == 1
+
+
+def test_metrics_show_what_the_scheduled_sweeps_cleared(
+    client: FlaskClient, session: Session, operator: Member
+) -> None:
+    """The sweeper runs in ``registry worker`` (its own process, often its own host): what it
+    cleared reaches ``/metrics`` through the database, not this process's counters."""
+    finished = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
+    with session.begin():
+        record_sweep(session, {"retention": 3, "max_age": 1}, finished)
+        record_sweep(session, {"retention": 2, "max_age": 0}, finished + dt.timedelta(minutes=5))
+
+    found = samples(client, operator)
+    assert value(found, "registry_sweeper_cleared_total", rule="retention") == 5
+    assert value(found, "registry_sweeper_cleared_total", rule="max_age") == 1
+    assert value(found, "registry_sweeper_sweeps_total", rule="retention") == 2
+    last = value(found, "registry_sweeper_last_finished_timestamp_seconds", rule="max_age")
+    assert last == (finished + dt.timedelta(minutes=5)).timestamp()
 
 
 def test_metrics_never_carry_personal_data_or_paths(

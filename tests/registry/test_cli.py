@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy.orm import Session
 
 from crypto import ed25519
 from registry.cli import cli
+from registry.db import make_engine
+from registry.settings import Settings
+from registry.sweep_log import sweep_totals
 
 
 @pytest.fixture
@@ -126,3 +131,12 @@ def test_sweep_runs_every_rule_and_worker_once_exits(env: dict[str, str]) -> Non
         assert rule in swept.output
     worker = run(env, "worker", "--once")
     assert worker.exit_code == 0 and "max_age=0" in worker.output
+    # Both runs left their totals where /metrics reads them (registry.sweep_log).
+    settings = Settings.from_env({**os.environ, **env})
+    engine = make_engine(settings)
+    try:
+        with Session(engine) as session:
+            totals = {t.rule: (t.cleared, t.sweeps) for t in sweep_totals(session)}
+    finally:
+        engine.dispose()
+    assert totals["max_age"] == (0, 2)
