@@ -16,7 +16,7 @@ or ``COPY`` per table) and a receipt is signed before its row is written, instea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -131,6 +131,28 @@ def copy_in(connection: Connection, table: Table, rows: list[dict[str, Any]]) ->
     """
     columns = list(rows[0])
     processors = [table.c[name].type.bind_processor(connection.dialect) for name in columns]
+    copy_values(
+        connection,
+        table,
+        columns,
+        (
+            [
+                value if process is None else process(value)
+                for process, value in zip(processors, (row[name] for name in columns), strict=True)
+            ]
+            for row in rows
+        ),
+    )
+
+
+def copy_values(
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """One ``COPY`` of ``rows`` whose values are already as the driver takes them, in
+    ``columns``' order (PostgreSQL only)."""
     statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
         psycopg_sql.Identifier(table.name),
         psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(name) for name in columns),
@@ -140,14 +162,7 @@ def copy_in(connection: Connection, table: Table, rows: list[dict[str, Any]]) ->
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row(
-                    [
-                        value if process is None else process(value)
-                        for process, value in zip(
-                            processors, (row[name] for name in columns), strict=True
-                        )
-                    ]
-                )
+                copy.write_row(row)
     except psycopg.Error as exc:
         # As SQLAlchemy would raise it (IntegrityError for a unique-key race, OperationalError
         # for a deadlock), so the chunk's fallback sees what it expects. No row data in it.

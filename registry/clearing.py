@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-import psycopg
-from psycopg import sql as psycopg_sql
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -38,7 +36,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 from crypto import dsse
@@ -309,21 +306,7 @@ def _insert(
             raise ValueError(f"name {table.name}'s columns in the table's order")
         connection.exec_driver_sql(str(compiled), rows)
         return
-    statement = psycopg_sql.SQL("COPY {} ({}) FROM STDIN").format(
-        psycopg_sql.Identifier(table.name),
-        psycopg_sql.SQL(", ").join(psycopg_sql.Identifier(name) for name in columns),
-    )
-    driver = connection.connection.driver_connection
-    assert isinstance(driver, psycopg.Connection)
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except psycopg.Error as exc:
-        # As SQLAlchemy would raise it, without the rows (certificates) in the message.
-        raise DBAPIError.instance(
-            statement.as_string(driver), None, exc, psycopg.Error, hide_parameters=True
-        ) from None
+    bulk.copy_values(connection, table, columns, rows)
 
 
 def _bound(connection: Connection, table: Table, column: str, value: Any) -> Any:
