@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,19 @@ def scratch(engine_name: str, tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def sqlite_write_lock_is_free(path: str) -> bool:
+    """Whether another connection gets SQLite's write lock at once (no busy wait)."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
 
 
 def migrate(engine: Engine, action: str, revision: str) -> None:

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import sqlite3
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from conftest import sqlite_write_lock_is_free
 from crypto import dsse
 from factories import Member, admit, envelope, national_id, payload, post_envelope, signed
 from registry import batch as registry_batch
@@ -284,15 +284,7 @@ def test_a_batch_is_checked_while_other_requests_can_write(
     original = registry_batch.prepare
 
     def probing(intake: Intake, caller: Institution, item: Prepared, now: dt.datetime) -> None:
-        other = sqlite3.connect(path, timeout=0)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            free.append(True)
-        except sqlite3.OperationalError:
-            free.append(False)
-        finally:
-            other.close()
+        free.append(sqlite_write_lock_is_free(path))
         original(intake, caller, item, now)
 
     monkeypatch.setattr(registry_batch, "prepare", probing)

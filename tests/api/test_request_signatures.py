@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
-from conftest import Clock
+from conftest import Clock, sqlite_write_lock_is_free
 from crypto import httpsig
 from factories import Member, admit, envelope, national_id, new_key, payload, signed
 from registry import authn, members
@@ -219,15 +218,7 @@ def test_a_report_is_verified_and_validated_while_other_requests_can_write(
     original = Intake.check
 
     def probing(self: Intake, *args: Any, **kwargs: Any) -> Checked:
-        other = sqlite3.connect(path, timeout=0)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            free.append(True)
-        except sqlite3.OperationalError:
-            free.append(False)
-        finally:
-            other.close()
+        free.append(sqlite_write_lock_is_free(path))
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Intake, "check", probing)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import sqlite3
 import threading
 import warnings
 from typing import Any
@@ -16,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conftest import Clock
+from conftest import Clock, sqlite_write_lock_is_free
 from crypto import dsse
 from crypto import envelope_encryption as ee
 from crypto.errors import DecryptionError
@@ -660,15 +659,7 @@ def test_the_sweeper_signs_without_holding_sqlites_write_lock(
 
     def watched(self: Clearer, *args: Any, **kwargs: Any) -> Any:
         # Another writer gets the write lock at once (no busy wait) while this one signs.
-        other = sqlite3.connect(str(engine.url.database), timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            free.append(True)
-        except sqlite3.OperationalError:
-            free.append(False)
-        finally:
-            other.close()
+        free.append(sqlite_write_lock_is_free(str(engine.url.database)))
         return certify(self, *args, **kwargs)
 
     monkeypatch.setattr(Clearer, "_certify", watched)
