@@ -12,6 +12,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -75,23 +76,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def database_url(engine_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh database for this run: a file for SQLite, a new database for PostgreSQL."""
+@contextmanager
+def own_database(engine_name: str, directory: Path, label: str) -> Iterator[str]:
+    """The URL of a database no other test uses: a new file for SQLite, a new database for
+    PostgreSQL (dropped afterwards, its connections ended first)."""
     if engine_name == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
+        yield f"sqlite:///{directory / f'{label}.db'}"
         return
-    name = f"registry_test_{secrets.token_hex(6)}"
+    name = f"registry_{label}_{secrets.token_hex(6)}"
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
     host, port, user = admin.get("host"), admin.get("port", "5432"), admin.get("user")
-    yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    try:
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="session")
+def database_url(engine_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database for this run: a file for SQLite, a new database for PostgreSQL."""
+    with own_database(engine_name, tmp_path_factory.mktemp("sqlite"), "test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -114,21 +126,10 @@ def migrated(settings: Settings) -> Iterator[Engine]:
 def scratch(engine_name: str, tmp_path: Path) -> Iterator[Engine]:
     """An empty database of its own, for migration tests: migrating it down must not disturb
     the suite's."""
-    if engine_name == "sqlite":
-        engine = create_engine(f"sqlite:///{tmp_path / 'scratch.db'}")
+    with own_database(engine_name, tmp_path, "scratch") as url:
+        engine = create_engine(url)
         yield engine
         engine.dispose()
-        return
-    name = f"registry_scratch_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
-    host, port, user = admin.get("host"), admin.get("port", "5432"), admin.get("user")
-    engine = create_engine(f"postgresql+psycopg://{user}@{host}:{port}/{name}")
-    yield engine
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def sqlite_write_lock_is_free(path: str) -> bool:
