@@ -248,7 +248,7 @@ blp = Blueprint(
 blp.before_request(require_operator)
 
 
-def metrics_text(totals: list[SweepTotal] | None = None) -> bytes:
+def metrics_text(totals: list[SweepTotal]) -> bytes:
     """Every worker's metrics (multiprocess mode) or this process's (a single process), and
     the scheduled sweeps' totals read from the database (``registry.sweep_log``)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -257,8 +257,6 @@ def metrics_text(totals: list[SweepTotal] | None = None) -> bytes:
         text = generate_latest(registry)
     else:
         text = generate_latest(REGISTRY)
-    if totals is None:
-        return text
     swept = CollectorRegistry()
     swept.register(_SweepCollector(totals))
     return text + generate_latest(swept)
