@@ -90,7 +90,9 @@ class Reports(MethodView):
                 # Checked before the first db(): on SQLite, before taking the write lock.
                 checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
             except RegistryError:
-                confirm_caller()  # a revoked key gets 401, not an answer about its envelope
+                # api.errors would answer a revoked key 401 too; confirmed here, the refusal is
+                # also counted as what is answered (key_revoked), not as the envelope's fault.
+                confirm_caller()
                 raise
             result = svc.intake.submit(db(), who.institution, raw, now, checked=checked)
         except RegistryError as exc:

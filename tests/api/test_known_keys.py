@@ -5,12 +5,14 @@ worker remembers. Each test first uses the key, so that the worker has it in mem
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
@@ -124,10 +126,23 @@ def test_a_known_key_revoked_is_refused_before_its_envelope_is_judged(
     assert post_report(client, bank).status_code == 201
     members.revoke_key(session, bank.keyid, clock())
     session.commit()
+    before = refusals_counted()
     malformed = signed(client, bank, "POST", "/v1/reports", b'{"payloadType": 1}')
     assert code_of(malformed) == (401, "key_revoked")
+    # Counted as what was answered, not as the envelope's fault.
+    assert refusals_counted() - before == Counter({"key_revoked": 1})
     overdue = post_report(client, bank, report_id="bad-amount-report-0001", penalty="999999.00")
     assert code_of(overdue) == (401, "key_revoked")
+
+
+def refusals_counted() -> Counter[str]:
+    """Reports refused so far, by reason (this process's metrics)."""
+    counted: Counter[str] = Counter()
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == "registry_reports_total" and sample.labels["outcome"] == "refused":
+                counted[sample.labels["reason"]] += int(sample.value)
+    return counted
 
 
 def test_a_refused_envelope_still_gets_its_refusal_while_the_key_is_valid(
