@@ -83,22 +83,6 @@ def ids_from(dialect: str, values: Sequence[Any], counts: Sequence[int]) -> list
     ]
 
 
-def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert ``rows`` (dicts with the same keys) with ids taken up front; their ids, in order.
-
-    PostgreSQL gets one ``COPY``; SQLite one ``executemany`` of a plain INSERT. (SQLAlchemy
-    cannot batch an ``INSERT ... RETURNING`` on SQLite when the ids must come back in the
-    rows' order: it sends one statement per row.)
-    """
-    if not rows:
-        return []
-    [ids] = next_ids(connection, [(table, len(rows))])
-    for row, row_id in zip(rows, ids, strict=True):
-        row["id"] = row_id
-    write_rows(connection, table, rows)
-    return ids
-
-
 def write_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert ``rows`` whose ids are set (from :func:`next_ids`): one ``COPY`` or one
     ``executemany``. For a writer that numbers several tables' rows in one statement."""

@@ -7,11 +7,11 @@ import secrets
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.bulk import insert_rows, next_ids
+from registry.bulk import next_ids, write_rows
 from registry.models import Borrower, DataKey
 
 KEYS = cast(Table, DataKey.__table__)
@@ -30,6 +30,15 @@ def _key_row(when: dt.datetime = NOW) -> dict[str, Any]:
 
 def _writer(engine: Engine) -> Session:
     return Session(engine, expire_on_commit=False)
+
+
+def insert_rows(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """What a bulk writer does: number the rows up front, then write them in one go."""
+    [ids] = next_ids(connection, [(table, len(rows))])
+    for row, row_id in zip(rows, ids, strict=True):
+        row["id"] = row_id
+    write_rows(connection, table, rows)
+    return ids
 
 
 def test_rows_get_the_ids_returned_in_their_order_and_read_back_as_written(
@@ -77,6 +86,7 @@ def test_several_tables_are_numbered_in_one_statement(engine: Engine) -> None:
 def test_no_rows_write_nothing(engine: Engine) -> None:
     with _writer(engine) as session:
         assert insert_rows(session.connection(), KEYS, []) == []
+        assert list(session.scalars(select(DataKey))) == []
 
 
 def test_a_unique_key_clash_is_an_integrity_error(engine: Engine) -> None:
