@@ -109,10 +109,18 @@ def _state(session: Session, intake: Intake, caller: Institution) -> tuple[Any, 
     return (records, tombstones, reports)
 
 
-def _wipe(engine: Engine) -> None:
+def _fresh(
+    engine: Engine, settings: Settings, *codes: str
+) -> tuple[Intake, sessionmaker[Session], list[Member]]:
+    """An empty registry (hypothesis runs one test many times on the same database), its
+    intake, a session factory, and the members ``codes`` admitted."""
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    with sessions() as setup:
+        members = [admit(setup, code) for code in codes]
+    return Intake(load_key_material(settings), Policy()), sessions, members
 
 
 @settings(
@@ -122,11 +130,7 @@ def _wipe(engine: Engine) -> None:
 def test_a_batch_decides_every_report_as_single_submissions_do(
     engine: Engine, settings: Settings, steps: list[tuple[Any, ...]], chunk: int
 ) -> None:
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        batched, single = admit(setup, "BANKA"), admit(setup, "BANKB")
+    intake, sessions, [batched, single] = _fresh(engine, settings, "BANKA", "BANKB")
     documents = _documents(steps)
     now = dt.datetime.now(dt.UTC)
     with sessions() as session:
@@ -150,11 +154,7 @@ def test_a_batch_of_opens_settlements_and_updates_stores_what_it_receipts(
     engine: Engine, settings: Settings
 ) -> None:
     """The common shape of a month's batch, checked row by row against its receipts."""
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        bank = admit(setup, "BANKA")
+    intake, sessions, [bank] = _fresh(engine, settings, "BANKA")
     opens = [_document(n % ACCOUNTS, "open", 1, n, "100.00", 95, "") for n in range(ACCOUNTS)]
     updates = [_document(n, "update", 2, n, "5000.00", 400, "") for n in range(ACCOUNTS)]
     settle = _document(0, "settle", 3, 0, "", 0, "")
@@ -185,11 +185,7 @@ def test_a_chunk_of_opens_goes_out_in_the_same_statements_whatever_its_size(
     engine: Engine, settings: Settings
 ) -> None:
     """New rows go out as one statement per table, not one per row (on either engine)."""
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        bank = admit(setup, "BANKA")
+    intake, sessions, [bank] = _fresh(engine, settings, "BANKA")
     sent: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -222,11 +218,7 @@ def test_a_borrower_inserted_by_a_concurrent_writer_sends_the_chunk_report_by_re
     """Another member opens the same new borrower between the chunk's look-ups and its writes:
     the chunk's COPY meets the unique key, and the chunk is applied again, report by report,
     finding that borrower (a unique-key race must surface as an IntegrityError to do so)."""
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        bank, rival = admit(setup, "BANKA"), admit(setup, "BANKB")
+    intake, sessions, [bank, rival] = _fresh(engine, settings, "BANKA", "BANKB")
     doc = _document(0, "open", 1, 7, "100.00", 95, "")
     original = ChunkApplier._prefetch
 
@@ -270,11 +262,7 @@ def test_reports_on_accounts_the_chunk_already_touched_are_decided_in_memory(
     """Update, payment and settlement of accounts opened (or changed) earlier in the same
     chunk are decided against the chunk's own state: the chunk sends the same statements
     whether it holds 3 such chains or 30 (no flush and look-up again per account)."""
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        bank = admit(setup, "BANKA")
+    intake, sessions, [bank] = _fresh(engine, settings, "BANKA")
     counts = []
     total = 0
     for first, size in ((0, 3), (100, 30)):
@@ -315,11 +303,7 @@ def test_a_report_resent_after_its_account_was_cleared_and_opened_again_in_one_c
     """Open, settle, open again, then the second open resent, all in one chunk: the resend
     gets its receipt (the chunk flushes before the new open, and must remember the new
     open's report id after that flush)."""
-    _wipe(engine)
-    intake = Intake(load_key_material(settings), Policy())
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
-    with sessions() as setup:
-        bank = admit(setup, "BANKA")
+    intake, sessions, [bank] = _fresh(engine, settings, "BANKA")
     reopen = _document(0, "open", 3, 1, "100.00", 95, "")
     documents = [
         _document(0, "open", 1, 1, "100.00", 95, ""),
