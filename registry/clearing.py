@@ -33,6 +33,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -347,6 +348,187 @@ def lock_borrowers(session: Session, borrower_ids: list[int]) -> dict[int, bytes
     return {borrower_id: id_index for borrower_id, id_index in rows}
 
 
+def _copy_tombstones(connection: Connection, record_ids: list[int], issue: _Issue) -> None:
+    """One tombstone per record, copied from the record's row by the database."""
+    delinquencies, tombstones = _table(Delinquency), _table(Tombstone)
+    connection.execute(
+        insert(tombstones).from_select(
+            ["institution_id", "account_index", "last_sequence", "reason", "cleared_at"],
+            select(
+                delinquencies.c.institution_id,
+                delinquencies.c.account_index,
+                delinquencies.c.sequence,
+                bindparam("reason", issue.reason.value, type_=tombstones.c.reason.type),
+                bindparam("cleared_at", issue.now, type_=tombstones.c.cleared_at.type),
+            )
+            .where(_ids_in(connection, delinquencies.c.id, record_ids))
+            .order_by(delinquencies.c.id),
+        )
+    )
+
+
+def _delete_statement_by_statement(
+    connection: Connection, records: Sequence[Clearable], record_ids: list[int]
+) -> dict[type[Base], list[int]]:
+    """Delete the records and what hangs off them, a statement per table (SQLite); the ids
+    deleted, by model. The borrowers must be locked (or the transaction serial)."""
+    delinquencies = _table(Delinquency)
+    gone: dict[type[Base], list[int]] = {Delinquency: record_ids}
+    doomed_keys = [r.data_key_id for r in records]
+    reports = _table(Report)
+    gone[Report] = list(
+        connection.execute(
+            delete(reports)
+            .where(_ids_in(connection, reports.c.delinquency_id, record_ids))
+            .returning(reports.c.id)
+        ).scalars()
+    )
+    # NOTE: the foreign-key cascade would delete disputes and statements but leave their
+    # data keys behind, and a surviving key keeps any copied ciphertext readable.
+    statements = _table(BorrowerStatement)
+    for model in (Dispute, BorrowerStatement):
+        table = _table(model)
+        rows = connection.execute(
+            delete(table)
+            .where(_ids_in(connection, table.c.delinquency_id, record_ids))
+            .returning(table.c.id, table.c.data_key_id)
+        ).all()
+        gone[model] = [row.id for row in rows]
+        doomed_keys += [row.data_key_id for row in rows]
+    connection.execute(
+        delete(delinquencies).where(_ids_in(connection, delinquencies.c.id, record_ids))
+    )
+
+    # Borrowers left without any record go too, with the statements on their whole file.
+    borrowers = _table(Borrower)
+    orphans = connection.execute(
+        select(borrowers.c.id, borrowers.c.data_key_id).where(
+            _ids_in(connection, borrowers.c.id, {r.borrower_id for r in records}),
+            ~exists().where(delinquencies.c.borrower_id == borrowers.c.id),
+        )
+    ).all()
+    if orphans:
+        gone[Borrower] = [o.id for o in orphans]
+        # Their blind indexes are read by the database, not sent again.
+        rows = connection.execute(
+            delete(statements)
+            .where(
+                statements.c.borrower_index.in_(
+                    select(borrowers.c.id_index).where(
+                        _ids_in(connection, borrowers.c.id, gone[Borrower])
+                    )
+                )
+            )
+            .returning(statements.c.id, statements.c.data_key_id)
+        ).all()
+        gone[BorrowerStatement] += [row.id for row in rows]
+        doomed_keys += [row.data_key_id for row in rows]
+        connection.execute(
+            delete(borrowers).where(_ids_in(connection, borrowers.c.id, gone[Borrower]))
+        )
+        doomed_keys += [o.data_key_id for o in orphans]
+    data_keys = _table(DataKey)
+    connection.execute(delete(data_keys).where(_ids_in(connection, data_keys.c.id, doomed_keys)))
+    gone[DataKey] = doomed_keys
+    return gone
+
+
+_DELETE_CLEARED = text(
+    """
+WITH chunk AS MATERIALIZED (SELECT unnest(CAST(:ids AS INTEGER[])) AS id),
+tomb AS (
+    INSERT INTO tombstones (institution_id, account_index, last_sequence, reason, cleared_at)
+    SELECT d.institution_id, d.account_index, d.sequence, :reason, :cleared_at
+    FROM delinquencies d WHERE d.id IN (SELECT id FROM chunk) ORDER BY d.id
+),
+rep AS (DELETE FROM reports WHERE delinquency_id IN (SELECT id FROM chunk) RETURNING id),
+dis AS (
+    DELETE FROM disputes WHERE delinquency_id IN (SELECT id FROM chunk)
+    RETURNING id, data_key_id
+),
+st AS (
+    DELETE FROM borrower_statements WHERE delinquency_id IN (SELECT id FROM chunk)
+    RETURNING id, data_key_id
+),
+rec AS (
+    DELETE FROM delinquencies WHERE id IN (SELECT id FROM chunk)
+    RETURNING borrower_id, data_key_id
+),
+orphan AS (
+    DELETE FROM borrowers b
+    WHERE b.id IN (SELECT borrower_id FROM rec)
+    AND NOT EXISTS (
+        SELECT FROM delinquencies d
+        WHERE d.borrower_id = b.id AND d.id NOT IN (SELECT id FROM chunk)
+    )
+    RETURNING b.id, b.id_index, b.data_key_id
+),
+file AS (
+    DELETE FROM borrower_statements s
+    WHERE s.borrower_index IN (SELECT id_index FROM orphan)
+    AND (s.delinquency_id IS NULL OR s.delinquency_id NOT IN (SELECT id FROM chunk))
+    RETURNING s.id, s.data_key_id
+),
+shredded AS (
+    DELETE FROM data_keys WHERE id IN (
+        SELECT data_key_id FROM rec
+        UNION ALL SELECT data_key_id FROM dis
+        UNION ALL SELECT data_key_id FROM st
+        UNION ALL SELECT data_key_id FROM orphan
+        UNION ALL SELECT data_key_id FROM file
+    )
+    RETURNING id
+)
+SELECT
+    (SELECT count(*) FROM rec) AS records,
+    ARRAY(SELECT id FROM rep) AS reports,
+    ARRAY(SELECT id FROM dis) AS disputes,
+    ARRAY(SELECT id FROM st UNION ALL SELECT id FROM file) AS statements,
+    ARRAY(SELECT id FROM orphan) AS borrowers,
+    ARRAY(SELECT id FROM shredded) AS data_keys
+"""
+).bindparams(
+    bindparam("ids", type_=String),
+    bindparam("reason", type_=_table(Tombstone).c.reason.type),
+    bindparam("cleared_at", type_=_table(Tombstone).c.cleared_at.type),
+)
+"""The whole of clearing a chunk on PostgreSQL, but its certificates, as one statement.
+
+Every part reads the snapshot taken before any of it ran: the tombstones copy the records'
+rows, and a borrower is an orphan when no record outside the chunk refers to them (the
+borrowers are row-locked beforehand, so no other transaction can add one). The foreign-key
+checks run at the end of the statement and see all of it done: a key goes in the same
+statement as every row that used it. One round trip instead of eleven, and no anti-join of a
+table against a list that the planner misjudged (the orphans' query had taken 15-18 ms a chunk
+comparing every borrower with every id)."""
+
+
+def _delete_in_one_statement(
+    connection: Connection, record_ids: list[int], issue: _Issue
+) -> dict[type[Base], list[int]]:
+    """Tombstone and delete the records and what hangs off them (PostgreSQL); the ids deleted,
+    by model."""
+    row = connection.execute(
+        _DELETE_CLEARED,
+        {
+            "ids": "{" + ",".join(str(int(i)) for i in record_ids) + "}",
+            "reason": issue.reason.value,
+            "cleared_at": issue.now,
+        },
+    ).one()
+    if row.records != len(record_ids):
+        # Only rows this transaction holds are cleared: anything else is a bug, not a race.
+        raise RuntimeError(f"cleared {row.records} of {len(record_ids)} records")
+    return {
+        Delinquency: record_ids,
+        Report: list(row.reports),
+        Dispute: list(row.disputes),
+        BorrowerStatement: list(row.statements),
+        Borrower: list(row.borrowers),
+        DataKey: list(row.data_keys),
+    }
+
+
 class Clearer:
     def __init__(self, material: KeyMaterial, policy: Policy) -> None:
         self._material = material
@@ -441,27 +623,32 @@ class Clearer:
     ) -> None:
         connection = session.connection()
         record_ids = [r.id for r in records]
-        # The tombstones are copied from the records' rows (flushed above): no row per record
-        # goes through Python. First, because on SQLite this write takes the write lock (if the
-        # transaction has not yet) before the data keys' ids are counted from the largest.
-        delinquencies = _table(Delinquency)
-        tombstones = _table(Tombstone)
-        connection.execute(
-            insert(tombstones).from_select(
-                ["institution_id", "account_index", "last_sequence", "reason", "cleared_at"],
-                select(
-                    delinquencies.c.institution_id,
-                    delinquencies.c.account_index,
-                    delinquencies.c.sequence,
-                    bindparam("reason", issue.reason.value, type_=tombstones.c.reason.type),
-                    bindparam("cleared_at", issue.now, type_=tombstones.c.cleared_at.type),
-                )
-                .where(_ids_in(connection, delinquencies.c.id, record_ids))
-                .order_by(delinquencies.c.id),
-            )
-        )
-        # The certificates' keys get their ids up front, so each certificate names its key
-        # directly and both tables go out as one COPY (PostgreSQL) or executemany each.
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            gone = _delete_in_one_statement(connection, record_ids, issue)
+        else:
+            # The tombstones are copied from the records' rows (flushed above): no row per
+            # record goes through Python. First, because on SQLite this write takes the write
+            # lock (if the transaction has not yet) before the data keys' ids are counted from
+            # the largest.
+            _copy_tombstones(connection, record_ids, issue)
+        self._write_certificates(connection, records, certificates, issue, id_indexes)
+        if not postgres:
+            gone = _delete_statement_by_statement(connection, records, record_ids)
+        _forget(session, {model: set(ids) for model, ids in gone.items()})
+        note_clearings(session, issue.reason, len(records))
+
+    def _write_certificates(
+        self,
+        connection: Connection,
+        records: Sequence[Clearable],
+        certificates: Sequence[_Certificate],
+        issue: _Issue,
+        id_indexes: Mapping[int, bytes],
+    ) -> None:
+        """The certificates and their keys. The keys get their ids up front, so each certificate
+        names its key directly and both tables go out as one COPY (PostgreSQL) or executemany
+        each."""
         keys, certificates_table = _table(DataKey), _table(ClearanceCertificate)
         [key_ids] = bulk.next_ids(connection, [(keys, len(records))])
         created = _bound(connection, keys, "created_at", issue.now)
@@ -485,69 +672,6 @@ class Clearer:
                 for r, c, key_id in zip(records, certificates, key_ids, strict=True)
             ],
         )
-
-        gone: dict[type[Base], list[int]] = {Delinquency: record_ids}
-        doomed_keys = [r.data_key_id for r in records]
-        reports = _table(Report)
-        gone[Report] = list(
-            connection.execute(
-                delete(reports)
-                .where(_ids_in(connection, reports.c.delinquency_id, record_ids))
-                .returning(reports.c.id)
-            ).scalars()
-        )
-        # NOTE: the foreign-key cascade would delete disputes and statements but leave their
-        # data keys behind, and a surviving key keeps any copied ciphertext readable.
-        statements = _table(BorrowerStatement)
-        for model in (Dispute, BorrowerStatement):
-            table = _table(model)
-            rows = connection.execute(
-                delete(table)
-                .where(_ids_in(connection, table.c.delinquency_id, record_ids))
-                .returning(table.c.id, table.c.data_key_id)
-            ).all()
-            gone[model] = [row.id for row in rows]
-            doomed_keys += [row.data_key_id for row in rows]
-        connection.execute(
-            delete(delinquencies).where(_ids_in(connection, delinquencies.c.id, record_ids))
-        )
-
-        # Borrowers left without any record go too, with the statements on their whole file.
-        borrowers = _table(Borrower)
-        orphans = connection.execute(
-            select(borrowers.c.id, borrowers.c.data_key_id).where(
-                _ids_in(connection, borrowers.c.id, {r.borrower_id for r in records}),
-                ~exists().where(delinquencies.c.borrower_id == borrowers.c.id),
-            )
-        ).all()
-        if orphans:
-            gone[Borrower] = [o.id for o in orphans]
-            # Their blind indexes are read by the server: as an expanded IN list, 500 of them
-            # were rendered, sent and planned again in every chunk.
-            rows = connection.execute(
-                delete(statements)
-                .where(
-                    statements.c.borrower_index.in_(
-                        select(borrowers.c.id_index).where(
-                            _ids_in(connection, borrowers.c.id, gone[Borrower])
-                        )
-                    )
-                )
-                .returning(statements.c.id, statements.c.data_key_id)
-            ).all()
-            gone[BorrowerStatement] += [row.id for row in rows]
-            doomed_keys += [row.data_key_id for row in rows]
-            connection.execute(
-                delete(borrowers).where(_ids_in(connection, borrowers.c.id, gone[Borrower]))
-            )
-            doomed_keys += [o.data_key_id for o in orphans]
-        data_keys = _table(DataKey)
-        connection.execute(
-            delete(data_keys).where(_ids_in(connection, data_keys.c.id, doomed_keys))
-        )
-        gone[DataKey] = doomed_keys
-        _forget(session, {model: set(ids) for model, ids in gone.items()})
-        note_clearings(session, issue.reason, len(records))
 
     def _issue(self, reason: ClearReason, now: dt.datetime) -> _Issue:
         return _Issue(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from conftest import Clock, sqlite_write_lock_is_free
@@ -834,3 +834,62 @@ def test_a_record_held_for_a_moment_is_still_cleared_by_the_same_sweep(
         member.close()
     assert swept.cleared["retention"] == 5
     assert count(session, Delinquency) == 0
+
+
+@pytest.mark.postgresql_only
+def test_on_postgresql_a_chunk_is_deleted_in_one_statement(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+) -> None:
+    """Eleven statements a chunk were eleven round trips and an orphan query the planner got
+    wrong; one statement deletes the records, what hangs off them and their keys."""
+    settled_accounts(retention_app.test_client(), bank, "ONE", 5)
+    seen: list[str] = []
+
+    def note(_c: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        swept = clearer(settings, RETENTION).sweep(
+            sessions_for(engine), a_month_later(), batch=2, workers=1
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert swept.cleared["retention"] == 5
+    clearing_statements = [s for s in seen if "DELETE FROM delinquencies" in s]
+    assert len(clearing_statements) == 3  # chunks of 2, 2 and 1
+    assert all(s.startswith("WITH") and "DELETE FROM data_keys" in s for s in clearing_statements)
+    assert not [s for s in seen if s.startswith(("DELETE FROM borrowers", "DELETE FROM data_keys"))]
+    assert count(session, Delinquency) == 0 and count(session, Borrower) == 0
+    assert count(session, Tombstone) == 5 and count(session, ClearanceCertificate) == 5
+
+
+@pytest.mark.postgresql_only
+def test_clearing_a_record_already_gone_writes_nothing(
+    client: FlaskClient, bank: Member, engine: Engine, settings: Settings
+) -> None:
+    """A record another transaction cleared meanwhile is not certified a second time."""
+    for person, account in [(1, "GONE-1"), (2, "GONE-2")]:
+        open_for(client, bank, person, account)
+    with (
+        pytest.raises(RuntimeError, match="cleared 1 of 2 records"),
+        sessions_for(engine)() as stale,
+        stale.begin(),
+    ):
+        found = records_by_account(stale, settings)
+        clear_accounts(engine, settings, ["GONE-1"], ClearReason.SETTLED)
+        refs = {r.id: a for a, r in found.items()}
+        clearer(settings).clear_many(
+            stale,
+            list(found.values()),
+            ClearReason.SETTLED,
+            dt.datetime.now(dt.UTC),
+            account_refs=refs,
+        )
+    with sessions_for(engine)() as session:
+        assert count(session, Delinquency) == 1 and count(session, Tombstone) == 1
+        assert count(session, ClearanceCertificate) == 1
