@@ -47,6 +47,7 @@ forwarded_allow_ips = os.environ.get("REGISTRY_FORWARDED_ALLOW_IPS", "127.0.0.1"
 # gunicorn's access log, which can only print the raw path, is off. gunicorn's error log uses the
 # same JSON formatter.
 accesslog = None
+logger_class = "api.observability.GunicornLogger"
 errorlog = "-"
 loglevel = os.environ.get("REGISTRY_LOG_LEVEL", "info")
 logconfig_dict = {

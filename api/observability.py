@@ -27,6 +27,7 @@ from typing import Any
 from flask import Flask, Response, g, has_request_context, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from gunicorn import glogging
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -203,6 +204,18 @@ def configure_logging(level: str | None = None) -> None:
 
 
 REQUEST_LOG = logging.getLogger("registry.request")
+
+
+class GunicornLogger(glogging.Logger):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's logger without its access log (``logger_class`` in ``gunicorn.conf.py``).
+
+    Every request is logged once, by :func:`_finish_request`, with the fields chosen above.
+    gunicorn's access log would carry the raw path, query string and headers, and with a
+    ``logconfig_dict`` it builds that record for every request even when nothing prints it.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
 
 
 def _endpoint() -> str:

@@ -20,10 +20,9 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import String, Table, bindparam, delete, event, insert, inspect, or_, select
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, joinedload, make_transient_to_detached
 
@@ -39,6 +38,7 @@ from registry.models import (
     RequestNonce,
     UTCDateTime,
 )
+from registry.prepared import Prepared
 from registry.settings import Settings
 
 # Built once: every signed request runs these two, and building them costs about as much as
@@ -79,6 +79,9 @@ _INSERT_MEMBER_NONCE = (
     .execution_options(preserve_rowcount=True)
 )
 _FRESH_MEMBER_KEY = _MEMBER_KEY.execution_options(populate_existing=True)
+# Every signed request writes its nonce: on the driver's connection (registry.prepared).
+_WRITE_NONCE = Prepared(_INSERT_NONCE)
+_WRITE_MEMBER_NONCE = Prepared(_INSERT_MEMBER_NONCE)
 
 
 def _columns(row: object) -> dict[str, object]:
@@ -343,9 +346,8 @@ def _insert_nonce(session: Session, expected: ExpectedNonce) -> None:
     values = {"keyid": expected.keyid, "nonce": expected.nonce, "expires_at": expected.expires_at}
     try:
         if expected.member_key:
-            written = cast(
-                CursorResult[Any],
-                session.execute(_INSERT_MEMBER_NONCE, {**values, "now": expected.now}),
+            written = _WRITE_MEMBER_NONCE.execute(
+                session.connection(), {**values, "now": expected.now}
             )
             if written.rowcount != 1:
                 if expected.known is not None:
@@ -355,7 +357,7 @@ def _insert_nonce(session: Session, expected: ExpectedNonce) -> None:
                 # is never un-revoked): the statement saw it suspended, and that is the answer.
                 raise Forbidden("the member is suspended", code="member_suspended")
         else:
-            session.execute(_INSERT_NONCE, values)
+            _WRITE_NONCE.execute(session.connection(), values)
     except IntegrityError:
         session.rollback()
         raise NotAuthenticated(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, null, select, update
+from sqlalchemy import Table, bindparam, func, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -44,6 +44,7 @@ from registry.models import (
     Tombstone,
 )
 from registry.policy import INTEREST_CAP, PENALTY_CAP, Policy
+from registry.prepared import Prepared
 from registry.secrets import KeyMaterial
 from registry.vault import Vault
 
@@ -78,10 +79,10 @@ _OPEN_TABLES = (_DATA_KEYS, _BORROWERS, _RECORDS, _REPORTS)
 _OPEN_IDS = (2, 1, 1, 1)
 """Ids an open takes: a data key each for a new borrower and the record (an existing borrower
 leaves one key id and the borrower id unused: a gap in a sequence, nothing more)."""
-_OPEN_LOOKUPS: dict[str, Select[Any]] = {}
+_OPEN_LOOKUPS: dict[str, Prepared] = {}
 
 
-def _open_lookup(dialect: str) -> Select[Any]:
+def _open_lookup(dialect: str) -> Prepared:
     """Everything opening an account reads, in one round trip: the report id's earlier
     acceptance, the account's record (no lock: an open only writes if there is none, and the
     unique key settles a race), the borrower's id if stored, whether another member watches
@@ -96,29 +97,33 @@ def _open_lookup(dialect: str) -> Select[Any]:
             Delinquency.institution_id == bindparam("institution_id"),
             Delinquency.account_index == bindparam("account_index"),
         )
-        statement = _OPEN_LOOKUPS[dialect] = select(
-            select(Report.envelope_sha256).where(*own_report).scalar_subquery(),
-            select(Report.receipt).where(*own_report).scalar_subquery(),
-            select(Delinquency.sequence).where(*own_record).scalar_subquery(),
-            select(Delinquency.status).where(*own_record).scalar_subquery(),
-            select(Delinquency.first_delinquency_date).where(*own_record).scalar_subquery(),
-            select(Borrower.id)
-            .where(Borrower.id_index == bindparam("borrower_index"))
-            .scalar_subquery(),
-            alerts.someone_else_watches(bindparam("borrower_index"), bindparam("institution_id")),
-            _LAST_CLEARED.scalar_subquery(),
-            *bulk.id_columns(dialect, _OPEN_TABLES),
+        statement = _OPEN_LOOKUPS[dialect] = Prepared(
+            select(
+                select(Report.envelope_sha256).where(*own_report).scalar_subquery(),
+                select(Report.receipt).where(*own_report).scalar_subquery(),
+                select(Delinquency.sequence).where(*own_record).scalar_subquery(),
+                select(Delinquency.status).where(*own_record).scalar_subquery(),
+                select(Delinquency.first_delinquency_date).where(*own_record).scalar_subquery(),
+                select(Borrower.id)
+                .where(Borrower.id_index == bindparam("borrower_index"))
+                .scalar_subquery(),
+                alerts.someone_else_watches(
+                    bindparam("borrower_index"), bindparam("institution_id")
+                ),
+                _LAST_CLEARED.scalar_subquery(),
+                *bulk.id_columns(dialect, _OPEN_TABLES),
+            )
         )
     return statement
 
 
 _Shape = tuple[tuple[str, str, tuple[tuple[str, str | None], ...]], ...]
-_OPEN_WRITES: dict[_Shape, Insert] = {}
+_OPEN_WRITES: dict[_Shape, Prepared] = {}
 
 
 def _writes_in_one_statement(
     parts: Sequence[tuple[str, Table, dict[str, Any]]],
-) -> tuple[Insert, dict[str, Any]]:
+) -> tuple[Prepared, dict[str, Any]]:
     """PostgreSQL: several rows of several tables in one INSERT (the others as data-modifying
     CTEs), so an open is one round trip instead of four. Each part is (name, table, row);
     a name prefixes its row's parameters. Foreign keys among the rows hold: PostgreSQL checks
@@ -153,17 +158,16 @@ def _writes_in_one_statement(
             for (_, table, _), (_, _, cols) in zip(parts, shape, strict=True)
         ]
         *ctes, last = built
-        statement = last.add_cte(
-            *(cte.cte(name) for cte, (name, _, _) in zip(ctes, shape, strict=False))
+        statement = _OPEN_WRITES[key] = Prepared(
+            last.add_cte(*(cte.cte(name) for cte, (name, _, _) in zip(ctes, shape, strict=False)))
         )
-        _OPEN_WRITES[key] = statement
     return statement, values
 
 
-_INSERT_KEYS = insert(_DATA_KEYS)
-_INSERT_BORROWER = insert(_BORROWERS)
-_INSERT_RECORD = insert(_RECORDS)
-_INSERT_REPORT = insert(_REPORTS)
+_INSERT_KEYS = Prepared.rows_into(_DATA_KEYS)
+_INSERT_BORROWER = Prepared.rows_into(_BORROWERS)
+_INSERT_RECORD = Prepared.rows_into(_RECORDS)
+_INSERT_REPORT = Prepared.rows_into(_REPORTS)
 _SET_RECEIPT = (
     update(_REPORTS)
     .where(_REPORTS.c.id == bindparam("row_id"))
@@ -650,16 +654,20 @@ class Intake:
             watched,
             cleared_at,
             *ids,
-        ) = connection.execute(
-            _open_lookup(dialect),
-            {
-                "report_id": report.report_id,
-                "borrower_index": borrower_index,
-                "institution_id": caller.id,
-                "account_index": account_index,
-                **bulk.id_counts(_OPEN_IDS),
-            },
-        ).one()
+        ) = (
+            _open_lookup(dialect)
+            .execute(
+                connection,
+                {
+                    "report_id": report.report_id,
+                    "borrower_index": borrower_index,
+                    "institution_id": caller.id,
+                    "account_index": account_index,
+                    **bulk.id_counts(_OPEN_IDS),
+                },
+            )
+            .one()
+        )
         earlier = None if earlier_digest is None else _Earlier(earlier_digest, earlier_receipt)
         resent = _resent(earlier, report.report_id, digest)
         if resent is not None:
@@ -693,13 +701,14 @@ class Intake:
             if new_borrower:
                 parts.append(("borrower", _BORROWERS, borrower))
             parts += [("record", _RECORDS, record), ("report", _REPORTS, row)]
-            connection.execute(*_writes_in_one_statement(parts))
+            statement, values = _writes_in_one_statement(parts)
+            statement.execute(connection, values)
             return IntakeResult(report.report_id, receipt, created=True)
-        connection.execute(_INSERT_KEYS, key_rows)
+        _INSERT_KEYS.executemany(connection, key_rows)
         if new_borrower:
-            connection.execute(_INSERT_BORROWER, borrower)
-        connection.execute(_INSERT_RECORD, record)
-        connection.execute(_INSERT_REPORT, row)
+            _INSERT_BORROWER.execute(connection, borrower)
+        _INSERT_RECORD.execute(connection, record)
+        _INSERT_REPORT.execute(connection, row)
         return IntakeResult(report.report_id, receipt, created=True)
 
     def _open(
