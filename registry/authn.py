@@ -127,10 +127,40 @@ class KnownKeys:
         self._keys.pop(keyid, None)
 
 
-@dataclass(frozen=True)
 class Caller:
-    institution: Institution
-    key: MemberKey
+    """The authenticated member and the key it signed with.
+
+    :attr:`key` and :attr:`institution` belong to the request's session. A key this worker
+    remembered (:class:`KnownKeys`) is a detached copy, merged into the session only when
+    either is first asked for; :attr:`signing_key` and :attr:`member` hand out the copy as it
+    is, for code that only reads their columns (the report view: intake reads the member's
+    id and code). Merging costs about as much as the statement that writes the nonce.
+    """
+
+    def __init__(self, session: Session, key: MemberKey, *, attached: bool) -> None:
+        self._session = session
+        self._given = key
+        self._attached = key if attached else None
+
+    @property
+    def key(self) -> MemberKey:
+        if self._attached is None:
+            self._attached = self._session.merge(self._given, load=False)
+        return self._attached
+
+    @property
+    def institution(self) -> Institution:
+        return self.key.institution
+
+    @property
+    def signing_key(self) -> MemberKey:
+        """The key, read-only: perhaps a copy no session holds."""
+        return self._given
+
+    @property
+    def member(self) -> Institution:
+        """The member, read-only: perhaps a copy no session holds (columns only)."""
+        return self._given.institution
 
 
 def authenticate(
@@ -174,15 +204,12 @@ def authenticate(
     if reading and verified.keyid not in cached:
         end_read(session)
     key = keys[verified.keyid]
-    if verified.keyid in cached:
-        # The request's own copy, in its session, as if loaded (no SQL): views may hand it to
-        # the domain, which may relate new rows to the member.
-        key = session.merge(key, load=False)
     _check_member_key(key, now)
     if known is not None and verified.keyid not in cached:
         known.keep(key)
     expect_nonce(session, settings, verified, now, member_key=True, known=known)
-    return Caller(institution=key.institution, key=key)
+    # A copy from KnownKeys joins the session (as if loaded, no SQL) when a view asks for it.
+    return Caller(session, key, attached=verified.keyid not in cached)
 
 
 def _check_member_key(key: MemberKey, now: dt.datetime) -> None:

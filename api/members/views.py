@@ -88,13 +88,13 @@ class Reports(MethodView):
         try:
             try:
                 # Checked before the first db(): on SQLite, before taking the write lock.
-                checked = svc.intake.check(db, who.institution, raw, now, known_keys=[who.key])
+                checked = svc.intake.check(db, who.member, raw, now, known_keys=[who.signing_key])
             except RegistryError:
                 # api.errors would answer a revoked key 401 too; confirmed here, the refusal is
                 # also counted as what is answered (key_revoked), not as the envelope's fault.
                 confirm_caller()
                 raise
-            result = svc.intake.submit(db(), who.institution, raw, now, checked=checked)
+            result = svc.intake.submit(db(), who.member, raw, now, checked=checked)
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)
             raise

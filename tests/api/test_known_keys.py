@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from api import create_app
 from conftest import Clock
-from factories import Member, admit, envelope, payload, signed
+from factories import Member, admit, envelope, payload, report_of_kind, signed
 from registry import members
-from registry.models import Report, RequestNonce
+from registry.models import Institution, Report, RequestNonce, Tombstone
 from registry.settings import Settings
 
 
@@ -171,6 +171,24 @@ def test_a_known_key_needs_no_key_look_up(app: Flask, client: FlaskClient, bank:
     reads_of_keys = [s for s in statements if "FROM member_keys" in s and "INSERT" not in s]
     assert reads_of_keys == []
     assert any(s.startswith("INSERT INTO request_nonces") for s in statements)
+
+
+def test_a_known_keys_detached_member_serves_every_kind_of_report(
+    client: FlaskClient, bank: Member, session: Session
+) -> None:
+    """The report view hands intake the worker's copy of the member, in no session: an open,
+    an update and a settlement (which clears the record) all read it as they need."""
+    life = [
+        report_of_kind(bank, account_ref="LIFE-0001", kind=kind, sequence=sequence)
+        for sequence, kind in enumerate(("open", "update", "settle"), start=1)
+    ]
+    assert signed(client, bank, "GET", "/v1/receipts/warm-up").status_code == 404  # key kept
+    answers = [signed(client, bank, "POST", "/v1/reports", envelope(bank, doc)) for doc in life]
+    assert [a.status_code for a in answers] == [201, 201, 201], answers[-1].get_data()
+    session.rollback()
+    member_id = session.scalar(select(Institution.id).where(Institution.code == "BANKA"))
+    assert session.scalars(select(Tombstone.institution_id)).all() == [member_id]
+    assert set(session.scalars(select(Report.institution_id))) == {member_id}
 
 
 def test_a_replay_to_another_worker_is_refused(
