@@ -39,6 +39,9 @@ class _Compiled:
     constants: dict[str, Any]
     """Values the statement carries itself (``column == "active"``)."""
     results: tuple[Processor | None, ...]
+    returns_rows: bool
+    """Known from the statement: asking the cursor (psycopg builds a description of every
+    column each time) costs more than some of the statements themselves."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,23 @@ def _compile(statement: ClauseElement, dialect: Dialect, columns: tuple[str, ...
         processor = binds[name].type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors.append((name, processor))
+    returned: Sequence[Any] = (
+        getattr(statement, "selected_columns", None)
+        or getattr(statement, "exported_columns", None)
+        or ()
+    )
     results: list[Processor | None] = []
-    for column in getattr(statement, "selected_columns", ()):
+    for column in returned:
         results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
     constants = {name: bind.effective_value for name, bind in binds.items() if not bind.required}
     return _Compiled(
-        compiled.string, names, positional, tuple(processors), constants, tuple(results)
+        compiled.string,
+        names,
+        positional,
+        tuple(processors),
+        constants,
+        tuple(results),
+        bool(results),
     )
 
 
@@ -139,7 +153,7 @@ def _run(connection: Connection, compiled: _Compiled, values: Any, *, many: bool
                 cursor.executemany(compiled.sql, values)
             else:
                 cursor.execute(compiled.sql, values)
-            rows = cursor.fetchall() if cursor.description else []
+            rows = cursor.fetchall() if compiled.returns_rows else []
         except dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(
                 compiled.sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect

@@ -185,3 +185,19 @@ def test_values_written_into_the_statement_are_sent_with_it(connection: Connecti
     INSERT.executemany(connection, [row(1), row(2)])
     named = Prepared(select(things.c.id).where(things.c.name == "thing-2"))
     assert named.execute(connection, {}).rows == [(2,)]
+
+
+def test_rows_returned_by_a_write_are_read(connection: Connection) -> None:
+    add = Prepared(
+        insert(things)
+        .values(
+            id=bindparam("id"),
+            name=bindparam("name"),
+            seen_at=bindparam("seen_at"),
+            blob=bindparam("blob"),
+        )
+        .returning(things.c.id, things.c.seen_at)
+    )
+    values = row(7)
+    del values["amount"], values["due_on"]
+    assert add.execute(connection, values).one() == (7, values["seen_at"])
