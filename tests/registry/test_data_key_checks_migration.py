@@ -1,0 +1,305 @@
+"""Every reference to a data key is still enforced after 0009 turned them into triggers on
+PostgreSQL (SQLite keeps its foreign keys): a key in use cannot be deleted, a row cannot name a
+key that does not exist, and neither slips through when the two happen at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    TypeDecorator,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from conftest import migrate
+from factories import admit
+from registry.models import Base, Borrower, DataKey, Delinquency, Money
+
+REFERRING = (
+    "borrowers",
+    "delinquencies",
+    "clearance_certificates",
+    "inquiries",
+    "disputes",
+    "borrower_statements",
+    "notifications",
+    "borrower_enrolments",
+)
+NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
+MISSING = 987_654_321
+
+
+def test_the_tables_listed_are_every_reference_to_a_data_key() -> None:
+    declared = {
+        fk.parent.table.name
+        for table in Base.metadata.sorted_tables
+        for fk in table.foreign_keys
+        if fk.column.table.name == "data_keys"
+    }
+    assert declared == set(REFERRING)
+
+
+def _filler(table: Table, refs: dict[str, int], serial: int) -> dict[str, Any]:
+    """A row of ``table`` with every required column set: references from ``refs`` by the
+    referred table's name, anything else a plain value of the column's type."""
+    row: dict[str, Any] = {}
+    for column in table.columns:
+        if column.primary_key or (column.nullable and not column.foreign_keys):
+            continue
+        referred = {fk.column.table.name for fk in column.foreign_keys}
+        if referred:
+            [name] = referred
+            if name in refs:
+                row[column.name] = refs[name]
+            continue
+        kind = column.type
+        if isinstance(kind, Money):
+            row[column.name] = Decimal(0)
+            continue
+        if isinstance(kind, TypeDecorator):
+            kind = kind.impl_instance
+        if isinstance(kind, String):
+            row[column.name] = f"t{serial}"[: kind.length or 32]
+        elif isinstance(kind, LargeBinary):
+            row[column.name] = serial.to_bytes(32, "big")
+        elif isinstance(kind, DateTime):
+            row[column.name] = NOW
+        elif isinstance(kind, Date):
+            row[column.name] = NOW.date()
+        elif isinstance(kind, Integer | BigInteger):
+            row[column.name] = 1
+        else:
+            assert isinstance(kind, Numeric), (table.name, column.name, kind)
+            row[column.name] = Decimal(0)
+    return row
+
+
+def _table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+def _new_key(conn: Connection, serial: int) -> int:
+    return int(
+        conn.execute(
+            insert(_table("data_keys"))
+            .values(ref=f"k{serial}", master_version=1, wrapped=b"w" * 60, created_at=NOW)
+            .returning(_table("data_keys").c.id)
+        ).scalar_one()
+    )
+
+
+@pytest.fixture
+def owners(engine: Engine, session: Session) -> Iterator[dict[str, int]]:
+    """A member, a borrower and a record for the rows under test to belong to."""
+    admit(session, "BANKA")
+    with engine.begin() as conn:
+        refs = {"institutions": int(conn.scalar(text("SELECT min(id) FROM institutions")) or 0)}
+        refs["data_keys"] = _new_key(conn, 1)
+        refs["borrowers"] = int(
+            conn.execute(
+                insert(_table("borrowers"))
+                .values(_filler(_table("borrowers"), refs, 1))
+                .returning(_table("borrowers").c.id)
+            ).scalar_one()
+        )
+        refs["data_keys"] = _new_key(conn, 2)
+        refs["delinquencies"] = int(
+            conn.execute(
+                insert(_table("delinquencies"))
+                .values(_filler(_table("delinquencies"), refs, 2))
+                .returning(_table("delinquencies").c.id)
+            ).scalar_one()
+        )
+    yield refs
+
+
+@pytest.mark.parametrize("name", REFERRING)
+def test_a_key_in_use_stays_and_a_row_names_only_a_key_that_exists(
+    engine: Engine, owners: dict[str, int], name: str
+) -> None:
+    table, keys = _table(name), _table("data_keys")
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(table).values(_filler(table, owners | {"data_keys": MISSING}, 10)))
+    with engine.begin() as conn:
+        used = _new_key(conn, 11)
+        row_id = conn.execute(
+            insert(table)
+            .values(_filler(table, owners | {"data_keys": used}, 11))
+            .returning(table.c.id)
+        ).scalar_one()
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(delete(keys).where(keys.c.id == used))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == row_id).values(data_key_id=MISSING))
+    with engine.connect() as conn:
+        assert conn.scalar(select(keys.c.id).where(keys.c.id == used)) == used
+    # Both in one statement, or the row first: the key goes.
+    with engine.begin() as conn:
+        conn.execute(delete(table).where(table.c.id == row_id))
+        conn.execute(delete(keys).where(keys.c.id == used))
+        assert conn.scalar(select(func.count()).where(keys.c.id == used)) == 0
+
+
+def _waiting_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        )
+
+
+def _in_thread(engine: Engine, statement: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``statement`` in its own transaction in a thread; what it raised goes in the list."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(statement)
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not _waiting_for_a_lock(engine):
+        assert thread.is_alive() and time.monotonic() < deadline, "it never waited"
+        time.sleep(0.02)
+    return thread, raised
+
+
+@pytest.mark.postgresql_only
+def test_a_key_deleted_while_a_new_row_names_it_fails_one_of_them(
+    engine: Engine, owners: dict[str, int]
+) -> None:
+    keys, statements = _table("data_keys"), _table("borrower_statements")
+    with engine.begin() as conn:
+        key = _new_key(conn, 20)
+    # The row first, not yet committed: the delete waits for it, then sees it and fails.
+    with engine.connect() as writer:
+        writer.begin()
+        row = _filler(statements, owners | {"data_keys": key}, 20)
+        writer.execute(insert(statements).values(row))
+        thread, raised = _in_thread(engine, delete(keys).where(keys.c.id == key))
+        writer.commit()
+    thread.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], IntegrityError)
+
+    # The delete first, not yet committed: the new row waits for it, then finds no key.
+    with engine.begin() as conn:
+        other = _new_key(conn, 21)
+    with engine.connect() as deleter:
+        deleter.begin()
+        deleter.execute(delete(keys).where(keys.c.id == other))
+        row = _filler(statements, owners | {"data_keys": other}, 21)
+        thread, raised = _in_thread(engine, insert(statements).values(row))
+        deleter.commit()
+    thread.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], IntegrityError)
+    with engine.connect() as conn:
+        named = select(func.count()).where(statements.c.data_key_id.in_([key, other]))
+        assert conn.scalar(named) == 1  # the first row, whose key stayed
+        assert conn.scalar(select(func.count()).where(keys.c.id == key)) == 1
+
+
+@pytest.mark.postgresql_only
+def test_keys_are_deleted_in_read_committed_only(engine: Engine, owners: dict[str, int]) -> None:
+    """A repeatable-read snapshot could miss a row committed since: refused, not trusted."""
+    keys = _table("data_keys")
+    with engine.begin() as conn:
+        unused = _new_key(conn, 30)
+    with (
+        pytest.raises(DBAPIError, match="READ COMMITTED"),
+        engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+        conn.begin(),
+    ):
+        conn.execute(delete(keys).where(keys.c.id == unused))
+    with engine.begin() as conn:
+        conn.execute(delete(keys).where(keys.c.id == unused))
+
+
+@pytest.mark.postgresql_only
+def test_data_keys_keep_their_ids_and_are_not_truncated_while_used(
+    engine: Engine, owners: dict[str, int]
+) -> None:
+    keys = _table("data_keys")
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(update(keys).where(keys.c.id == owners["data_keys"]).values(id=MISSING))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("TRUNCATE data_keys"))
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(DataKey)) == 2
+
+
+def _checked_by(engine: Engine) -> tuple[set[str], set[str]]:
+    """The tables whose reference to a data key is a foreign key, and those with the triggers."""
+    inspector = inspect(engine)
+    keyed = {
+        table
+        for table in inspector.get_table_names()
+        for fk in inspector.get_foreign_keys(table)
+        if fk["referred_table"] == "data_keys"
+    }
+    with engine.connect() as conn:
+        triggered = set(
+            conn.scalars(
+                text(
+                    "SELECT tgrelid::regclass::text FROM pg_trigger "
+                    "WHERE tgname LIKE '%data_keys_exist' AND NOT tgisinternal"
+                )
+            )
+        )
+    return keyed, triggered
+
+
+@pytest.mark.postgresql_only
+def test_0009_goes_up_and_down(scratch: Engine) -> None:
+    migrate(scratch, "upgrade", "head")
+    assert _checked_by(scratch) == (set(), set(REFERRING))
+    migrate(scratch, "downgrade", "0008")
+    assert _checked_by(scratch) == (set(REFERRING), set())
+    migrate(scratch, "upgrade", "head")
+    assert _checked_by(scratch) == (set(), set(REFERRING))
+
+
+def test_clearing_still_takes_the_record_and_its_keys_in_one_go(
+    engine: Engine, owners: dict[str, int]
+) -> None:
+    """The record and both its keys can go in one transaction, the keys last."""
+    with engine.begin() as conn:
+        record = conn.execute(
+            select(Delinquency.data_key_id, Borrower.data_key_id).join(Borrower)
+        ).one()
+        conn.execute(delete(_table("delinquencies")))
+        conn.execute(delete(_table("borrowers")))
+        conn.execute(delete(_table("data_keys")).where(_table("data_keys").c.id.in_(record)))
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(DataKey)) == 0
