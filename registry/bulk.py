@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as psycopg_sql
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Insert,
     ScalarSelect,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal_column,
     select,
 )
 from sqlalchemy.exc import DBAPIError
@@ -53,15 +55,27 @@ def next_ids(connection: Connection, wanted: Sequence[tuple[Table, int]]) -> lis
     return ids_from(dialect, connection.execute(statement, id_counts(counts)).one(), counts)
 
 
-def id_columns(dialect: str, tables: Sequence[Table]) -> list[ScalarSelect[Any]]:
+def id_columns(
+    dialect: str, tables: Sequence[Table], fixed: Sequence[int] | None = None
+) -> list[ScalarSelect[Any]]:
     """Columns that take ids for ``tables``, for a statement that reads something else too;
-    run it with :func:`id_counts` among its parameters and read them with :func:`ids_from`."""
+    run it with :func:`id_counts` among its parameters and read them with :func:`ids_from`.
+
+    ``fixed`` counts are written into the SQL instead (no :func:`id_counts` then). PostgreSQL
+    can then plan the statement once: with a count as a parameter its generic plan expects a
+    thousand rows from ``generate_series``, so it plans afresh at every execution.
+    """
     if dialect == "postgresql":
+        counts: list[ColumnElement[Any]] = (
+            [bindparam(f"ids_n{i}") for i in range(len(tables))]
+            if fixed is None
+            else [literal_column(str(int(n))) for n in fixed]
+        )
         return [
             select(func.array_agg(func.nextval(func.pg_get_serial_sequence(table.name, "id"))))
-            .select_from(func.generate_series(1, bindparam(f"ids_n{i}")))
+            .select_from(func.generate_series(literal_column("1"), count))
             .scalar_subquery()
-            for i, table in enumerate(tables)
+            for table, count in zip(tables, counts, strict=True)
         ]
     if dialect == "sqlite":
         return [select(func.max(table.c.id)).scalar_subquery() for table in tables]

@@ -111,7 +111,7 @@ def _open_lookup(dialect: str) -> Prepared:
                     bindparam("borrower_index"), bindparam("institution_id")
                 ),
                 _LAST_CLEARED.scalar_subquery(),
-                *bulk.id_columns(dialect, _OPEN_TABLES),
+                *bulk.id_columns(dialect, _OPEN_TABLES, fixed=_OPEN_IDS),
             )
         )
     return statement
@@ -697,7 +697,6 @@ class Intake:
                     "borrower_index": borrower_index,
                     "institution_id": caller.id,
                     "account_index": account_index,
-                    **bulk.id_counts(_OPEN_IDS),
                 },
             )
             .one()

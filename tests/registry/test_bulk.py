@@ -99,3 +99,22 @@ def test_a_unique_key_clash_is_an_integrity_error(engine: Engine) -> None:
             insert_rows(session.connection(), KEYS, [_key_row(), dict(clash)])
         session.rollback()
         assert len(list(session.scalars(select(DataKey)))) == 1
+
+
+def test_fixed_id_counts_leave_no_parameter_for_the_planner_to_guess() -> None:
+    """PostgreSQL plans a prepared statement once only if its generic plan is no worse than
+    a custom one; ``generate_series`` over a parameter is guessed at a thousand rows, which
+    made the single report's look-up plan afresh at every execution (about 1 ms)."""
+    from sqlalchemy.dialects import postgresql
+
+    from registry.bulk import id_columns
+    from registry.models import Delinquency
+
+    tables = [cast(Table, DataKey.__table__), cast(Table, Delinquency.__table__)]
+    fixed = select(*id_columns("postgresql", tables, fixed=[2, 1])).compile(
+        dialect=postgresql.dialect()
+    )
+    assert "generate_series(1, 2)" in str(fixed) and "generate_series(1, 1)" in str(fixed)
+    assert not [name for name in fixed.params if name.startswith(("ids_n", "generate_series"))]
+    counted = select(*id_columns("postgresql", tables)).compile(dialect=postgresql.dialect())
+    assert {"ids_n0", "ids_n1"} <= set(counted.params)
