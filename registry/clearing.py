@@ -299,7 +299,8 @@ def _insert(
     connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Insert ``rows``, values ready for the driver in ``columns``' order (nothing per value in
-    Python): one ``COPY`` on PostgreSQL, one ``executemany`` of a plain INSERT elsewhere."""
+    Python): one binary ``COPY`` on PostgreSQL, one ``executemany`` of a plain INSERT
+    elsewhere."""
     if connection.dialect.name != "postgresql":
         # SQLite's paramstyle is positional (qmark): the compiled INSERT takes the tuples as is.
         compiled = insert(table).compile(dialect=connection.dialect, column_keys=list(columns))
@@ -307,7 +308,7 @@ def _insert(
             raise ValueError(f"name {table.name}'s columns in the table's order")
         connection.exec_driver_sql(str(compiled), rows)
         return
-    bulk.copy_values(connection, table, columns, rows)
+    bulk.copy_values(connection, table, columns, rows, binary=True)
 
 
 def _bound(connection: Connection, table: Table, column: str, value: Any) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.bulk import next_ids, write_rows
+from registry.bulk import column_types, copy_values, next_ids, write_rows
 from registry.models import Borrower, DataKey
 
 KEYS = cast(Table, DataKey.__table__)
@@ -118,3 +118,47 @@ def test_fixed_id_counts_leave_no_parameter_for_the_planner_to_guess() -> None:
     assert not [name for name in fixed.params if name.startswith(("ids_n", "generate_series"))]
     counted = select(*id_columns("postgresql", tables)).compile(dialect=postgresql.dialect())
     assert {"ids_n0", "ids_n1"} <= set(counted.params)
+
+
+@pytest.mark.postgresql_only
+def test_a_binary_copy_writes_bytes_and_times_exactly_as_given(engine: Engine) -> None:
+    """Binary COPY types each column from the table: bytes that text COPY must escape (NUL,
+    backslash, newline, tab) and a timestamp's microseconds come back unchanged."""
+    columns = ("id", "ref", "master_version", "wrapped", "created_at")
+    awkward = [b"\x00\\\n\t\r" + secrets.token_bytes(40), bytes(range(256)), b""]
+    with _writer(engine) as session:
+        connection = session.connection()
+        assert column_types(connection, KEYS, columns) == [
+            "integer",
+            "varchar",
+            "integer",
+            "bytea",
+            "timestamp with time zone",
+        ]
+        [ids] = next_ids(connection, [(KEYS, len(awkward))])
+        rows = [
+            (key_id, f"bin-{n}", 7, wrapped, NOW + dt.timedelta(microseconds=n))
+            for n, (key_id, wrapped) in enumerate(zip(ids, awkward, strict=True))
+        ]
+        copy_values(connection, KEYS, columns, rows, binary=True)
+        session.commit()
+        stored = {k.id: k for k in session.scalars(select(DataKey))}
+    for key_id, ref, version, wrapped, created in rows:
+        key = stored[key_id]
+        assert (key.ref, key.master_version, key.wrapped, key.created_at) == (
+            ref,
+            version,
+            wrapped,
+            created,
+        )
+
+
+@pytest.mark.postgresql_only
+def test_a_binary_copy_of_a_clashing_row_is_an_integrity_error(engine: Engine) -> None:
+    columns = ("id", "ref", "master_version", "wrapped", "created_at")
+    with _writer(engine) as session:
+        connection = session.connection()
+        [ids] = next_ids(connection, [(KEYS, 2)])
+        rows = [(key_id, "same-ref", 1, b"w", NOW) for key_id in ids]
+        with pytest.raises(IntegrityError):
+            copy_values(connection, KEYS, columns, rows, binary=True)
