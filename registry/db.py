@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.errors import SchemaNotAtHead
@@ -162,8 +162,14 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         queued = mode == "IMMEDIATE" and isinstance(raw, _QueuedWriter)
         if queued:
             raw.wait_turn()
+        begin = f"BEGIN {mode}"
         try:
-            connection.exec_driver_sql(f"BEGIN {mode}")
+            # (on the driver's connection: SQLAlchemy's statement machinery would cost more
+            # than the BEGIN itself, and every request begins at least once)
+            try:
+                raw.execute(begin)
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(begin, (), exc, sqlite3.Error) from exc
         except BaseException:
             if queued:
                 raw.give_turn()

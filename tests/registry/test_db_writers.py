@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from registry.db import begin_read, make_engine
@@ -73,3 +75,22 @@ def test_a_closed_session_leaves_the_lock_free(engine: Engine) -> None:
     session.execute(text("INSERT INTO t VALUES (1)"))
     session.close()
     assert lock_is_free(engine)
+
+
+def test_a_begin_sqlite_refuses_is_sqlalchemys_error_and_gives_the_lock_back(
+    engine: Engine,
+) -> None:
+    """A process that writes without the queue (an operator's sqlite3 shell) holds SQLite's
+    own lock: BEGIN IMMEDIATE then fails, as SQLAlchemy's OperationalError like any statement,
+    and the queue's lock is not left held."""
+    outsider = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    try:
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            with pytest.raises(OperationalError, match="locked"):
+                conn.begin()
+            assert lock_is_free(engine)
+    finally:
+        outsider.execute("ROLLBACK")
+        outsider.close()

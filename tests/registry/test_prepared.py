@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     event,
     insert,
+    literal_column,
     select,
     text,
 )
@@ -201,3 +202,10 @@ def test_rows_returned_by_a_write_are_read(connection: Connection) -> None:
     values = row(7)
     del values["amount"], values["due_on"]
     assert add.execute(connection, values).one() == (7, values["seen_at"])
+
+
+def test_a_percent_sign_in_the_sql_reaches_the_engine_as_one(connection: Connection) -> None:
+    """(psycopg's placeholders are %(name)s, so SQL's own % is doubled, then undoubled.)"""
+    INSERT.executemany(connection, [row(1), row(2, name="other")])
+    matching = Prepared(select(things.c.id).where(things.c.name.like(literal_column("'thing-%'"))))
+    assert matching.execute(connection, {}).rows == [(1,)]
