@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -104,3 +105,37 @@ _json = st.recursive(
 def test_property_json_within_the_rules_round_trips(value: object, ascii_only: bool) -> None:
     raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
     assert loads_strict(raw, max_depth=64) == value
+
+
+def _encodable(doc: Any) -> bool:
+    if isinstance(doc, dict):
+        strings = [*doc, *doc.values()]
+    else:
+        strings = [doc] if isinstance(doc, str) else doc
+    try:
+        for text in strings:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(
+    st.one_of(
+        st.text(alphabet=st.characters(categories=["Cs", "Ll", "Lo", "So"]), max_size=6),
+        st.lists(st.text(alphabet=st.characters(categories=["Cs", "Lo"]), max_size=4), max_size=3),
+        st.dictionaries(
+            st.text(alphabet=st.characters(categories=["Cs", "Lu"]), max_size=3),
+            st.text(max_size=3),
+            max_size=3,
+        ),
+    )
+)
+def test_a_document_is_refused_exactly_when_an_escape_leaves_a_lone_surrogate(doc: Any) -> None:
+    """json.dumps escapes every non-ASCII character (\\uXXXX); a pair of escapes that makes a
+    surrogate pair is one character again, a lone one cannot be UTF-8."""
+    raw = json.dumps(doc).encode()
+    if _encodable(json.loads(raw)):
+        loads_strict(raw)
+    else:
+        assert _rule(raw) == "invalid_utf8"
