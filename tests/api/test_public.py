@@ -47,3 +47,13 @@ def test_unknown_routes_and_methods_answer_problem_details(client: FlaskClient) 
     assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
     wrong = client.put("/healthz")
     assert wrong.status_code == 405 and wrong.get_json()["code"] == "method_not_allowed"
+
+
+def test_a_nul_in_the_url_is_refused_before_any_view(client: FlaskClient) -> None:
+    """(PostgreSQL refuses NUL in text outright; both engines answer the same, and early.)"""
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/healthz?probe=1").status_code == 200
+    refused = client.get("/healthz?probe=a%00b")
+    assert refused.status_code == 422  # ValidationFailed, naming the parameter
+    assert [e["field"] for e in refused.get_json()["errors"]] == ["probe"]
+    assert client.get("/v1/receipts/x%00y").status_code == 404
