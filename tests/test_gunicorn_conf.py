@@ -18,17 +18,22 @@ print(gc.get_freeze_count(), tracked, len(gc.get_objects()))
 """
 
 
-def test_a_worker_freezes_what_loading_it_allocated() -> None:
+def run_probe(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` beside gunicorn.conf.py in a fresh interpreter, as gunicorn would load it."""
     with tempfile.TemporaryDirectory() as metrics:
-        done = subprocess.run(
-            [sys.executable, "-c", PROBE],
+        return subprocess.run(
+            [sys.executable, "-c", code],
             cwd=ROOT,
             env={"PROMETHEUS_MULTIPROC_DIR": metrics, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
             timeout=60,
-            check=True,
         )
+
+
+def test_a_worker_freezes_what_loading_it_allocated() -> None:
+    done = run_probe(PROBE)
+    assert done.returncode == 0, done.stderr[-2000:]
     frozen, tracked_before, tracked_after = map(int, done.stdout.split())
     assert frozen > 0
     assert tracked_after < tracked_before // 10
@@ -55,14 +60,6 @@ print(type(logger).__name__)
 def test_gunicorn_builds_no_access_record_the_app_logs_requests_itself() -> None:
     """The request log is the app's (``api.observability``: no path, query or headers);
     gunicorn's access log, configured through ``logconfig_dict``, would read them all."""
-    with tempfile.TemporaryDirectory() as metrics:
-        done = subprocess.run(
-            [sys.executable, "-c", ACCESS_PROBE],
-            cwd=ROOT,
-            env={"PROMETHEUS_MULTIPROC_DIR": metrics, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    done = run_probe(ACCESS_PROBE)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["GunicornLogger"]

@@ -5,10 +5,12 @@ key that does not exist, and neither slips through when the two happen at once."
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,16 +41,28 @@ from conftest import migrate
 from factories import admit
 from registry.models import Base, Borrower, DataKey, Delinquency, Money
 
-REFERRING = (
-    "borrowers",
-    "delinquencies",
-    "clearance_certificates",
-    "inquiries",
-    "disputes",
-    "borrower_statements",
-    "notifications",
-    "borrower_enrolments",
+REFERRING = tuple(
+    sorted(
+        table.name
+        for table in Base.metadata.sorted_tables
+        if any(fk.column.table.name == "data_keys" for fk in table.foreign_keys)
+    )
 )
+"""Every table whose rows name a data key, from the models."""
+
+
+def test_the_migration_covers_every_table_that_names_a_data_key() -> None:
+    path = Path(__file__).parents[2] / "migrations/versions"
+    spec = importlib.util.spec_from_file_location(
+        "migration_0009", path / "0009_data_key_references_checked_per_statement.py"
+    )
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert sorted(migration.REFERRING) == list(REFERRING)
+    assert len(REFERRING) == 8
+
+
 NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
 MISSING = 987_654_321
 
@@ -118,22 +132,14 @@ def owners(engine: Engine, session: Session) -> Iterator[dict[str, int]]:
     admit(session, "BANKA")
     with engine.begin() as conn:
         refs = {"institutions": int(conn.scalar(text("SELECT min(id) FROM institutions")) or 0)}
-        refs["data_keys"] = _new_key(conn, 1)
-        refs["borrowers"] = int(
-            conn.execute(
-                insert(_table("borrowers"))
-                .values(_filler(_table("borrowers"), refs, 1))
-                .returning(_table("borrowers").c.id)
-            ).scalar_one()
-        )
-        refs["data_keys"] = _new_key(conn, 2)
-        refs["delinquencies"] = int(
-            conn.execute(
-                insert(_table("delinquencies"))
-                .values(_filler(_table("delinquencies"), refs, 2))
-                .returning(_table("delinquencies").c.id)
-            ).scalar_one()
-        )
+        for n, name in enumerate(("borrowers", "delinquencies"), start=1):
+            refs["data_keys"] = _new_key(conn, n)
+            table = _table(name)
+            refs[name] = int(
+                conn.execute(
+                    insert(table).values(_filler(table, refs, n)).returning(table.c.id)
+                ).scalar_one()
+            )
     yield refs
 
 
