@@ -34,7 +34,8 @@ from sqlalchemy import (
     literal_column,
     select,
 )
-from sqlalchemy.exc import DBAPIError
+
+from registry.prepared import driver_error
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], Select[Any]] = {}
 
@@ -174,9 +175,7 @@ def copy_values(
     except psycopg.Error as exc:
         # As SQLAlchemy would raise it (IntegrityError for a unique-key race, OperationalError
         # for a deadlock), so the chunk's fallback sees what it expects. No row data in it.
-        raise DBAPIError.instance(
-            statement.as_string(driver), None, exc, psycopg.Error, hide_parameters=True
-        ) from None
+        raise driver_error(statement.as_string(driver), exc, psycopg.Error) from None
 
 
 def column_types(connection: Connection, table: Table, columns: Sequence[str]) -> list[str]:

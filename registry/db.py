@@ -15,10 +15,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.errors import SchemaNotAtHead
+from registry.prepared import driver_error
 from registry.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -169,7 +170,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
             try:
                 raw.execute(begin)
             except sqlite3.Error as exc:
-                raise DBAPIError.instance(begin, (), exc, sqlite3.Error) from exc
+                raise driver_error(begin, exc, sqlite3.Error) from exc
         except BaseException:
             if queued:
                 raw.give_turn()

@@ -5,9 +5,9 @@ costs several times what SQLite or psycopg take to run a short statement. A sign
 runs a handful of statements, each the same every time, so :class:`Prepared` compiles a Core
 statement once per dialect and column set and hands it straight to the driver, with the
 same type conversions SQLAlchemy would apply. It runs inside the SQLAlchemy connection's
-transaction, raises SQLAlchemy's exception classes (``IntegrityError`` and the rest), and
-tells ``before_cursor_execute`` listeners what it sends, so code and tests that watch
-statements still see every one.
+transaction, raises SQLAlchemy's exception classes (``IntegrityError`` and the rest, never
+showing the parameters: :func:`driver_error`), and tells ``before_cursor_execute`` listeners
+what it sends, so code and tests that watch statements still see every one.
 
 Only plain statements qualify: no expanding ``IN`` parameters and no Python-side column
 defaults (a row must name every column it needs); both are refused when compiling.
@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -155,15 +155,22 @@ def _run(connection: Connection, compiled: _Compiled, values: Any, *, many: bool
                 cursor.execute(compiled.sql, values)
             rows = cursor.fetchall() if compiled.returns_rows else []
         except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                compiled.sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from exc
+            raise driver_error(compiled.sql, exc, dialect.loaded_dbapi.Error, dialect) from exc
         rowcount = cursor.rowcount
     finally:
         cursor.close()
     if rows and any(compiled.results):
         rows = [_convert(row, compiled.results) for row in rows]
     return Outcome(rows, rowcount)
+
+
+def driver_error(
+    statement: str, exc: Exception, base: type[Exception], dialect: Dialect | None = None
+) -> StatementError:
+    """The driver's ``exc`` as the SQLAlchemy class a statement run through SQLAlchemy would
+    raise (``IntegrityError``, ``OperationalError``, ...), for code that runs statements on
+    the driver itself. Its parameters are never shown: they may be personal data."""
+    return DBAPIError.instance(statement, None, exc, base, hide_parameters=True, dialect=dialect)
 
 
 def _convert(row: Sequence[Any], processors: tuple[Processor | None, ...]) -> tuple[Any, ...]:

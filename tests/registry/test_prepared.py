@@ -128,8 +128,9 @@ def test_the_types_own_checks_still_refuse_bad_values(connection: Connection) ->
 def test_a_duplicate_raises_sqlalchemys_integrity_error(connection: Connection) -> None:
     """Callers retry or refuse on ``sqlalchemy.exc.IntegrityError``, whichever path wrote."""
     INSERT.execute(connection, row(1))
-    with pytest.raises(IntegrityError):
-        INSERT.execute(connection, row(2, name="thing-1"))
+    with pytest.raises(IntegrityError) as caught:
+        INSERT.execute(connection, row(2, name="thing-1", blob=b"personal-detail"))
+    assert "personal-detail" not in str(caught.value)  # parameters are never shown
 
 
 def test_statement_listeners_see_what_is_sent(connection: Connection) -> None:
