@@ -464,14 +464,8 @@ def bench_single(
             # figure (it ran inside the timed part until issue #6's second round). A thousand
             # signatures take well under a second of the 300-second replay window.
             requests = [signed_report(reg, stream, url, i) for i in range(mode.http_requests)]
-
-            def build(
-                i: int, requests: list[tuple[str, str, dict[str, str], bytes]] = requests
-            ) -> tuple[str, str, dict[str, str], bytes]:
-                return requests[i]
-
             bare_rates.append(bare(mode.http_requests, mode.concurrency).rate)
-            load = drive(url, mode.http_requests, mode.concurrency, build)
+            load = drive(url, mode.http_requests, mode.concurrency, requests.__getitem__)
             failed += mode.http_requests - load.statuses.get(201, 0)
             rates.append(load.statuses.get(201, 0) / load.elapsed)
             ratios.append(rates[-1] / bare_rates[-1])
