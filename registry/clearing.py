@@ -111,7 +111,7 @@ class DueRecord(NamedTuple):
     besides (its member's code, its data key's columns).
 
     Loading ORM objects only to expunge them again cost about as much as the deletes. A tuple:
-    cheap to build, and equal to another only when every column is (see ``_sweep_chunk``).
+    cheap to build, and equal to another only when every column is (see ``_write_certified``).
     """
 
     id: int
@@ -160,10 +160,9 @@ chunk at a time in its own transaction.
 
 On PostgreSQL the deletes and their foreign-key checks run in the server's processes: while one
 thread's chunk is written there, the other signs its next chunk (Ed25519 signing also lets go of
-the GIL). On SQLite the database's work runs in this process, and sqlite3 gives up the GIL at
-every step of a statement and must win it back from the signing thread: a second thread gained
-nothing measurable there, so one thread claims and signs each chunk without the write lock and
-then writes it (the write lock is held for the writing only)."""
+the GIL). On SQLite a second such thread gained nothing measurable (both want the one write
+lock); instead each thread claims and certifies its next chunk in a helper thread, without the
+write lock, while it writes the one before (``Clearer._sweep_serial``)."""
 
 
 @dataclass(frozen=True)
@@ -836,8 +835,11 @@ class Clearer:
                 claims.signed.wait()
             cleared = 0
             try:
-                while (done := self._sweep_chunk(sessions, claims, condition, issue)) is not None:
-                    cleared += done
+                if locks:
+                    while (done := self._sweep_claimed(sessions, claims, issue)) is not None:
+                        cleared += done
+                else:
+                    cleared = self._sweep_serial(sessions, claims, condition, issue)
             except BaseException:
                 claims.stop()
                 raise
@@ -851,47 +853,82 @@ class Clearer:
             running = [pool.submit(drain, n == 0) for n in range(workers)]
             return sum(future.result() for future in running)
 
-    def _sweep_chunk(
+    def _sweep_claimed(
+        self, sessions: sessionmaker[Session], claims: _Claims, issue: _Issue
+    ) -> int | None:
+        """Claim, certify and clear one chunk (PostgreSQL); how many were cleared (None: nothing
+        left). The claim's row locks (``FOR UPDATE SKIP LOCKED``) hold until the commit."""
+        with sessions() as session, session.begin():
+            claimed = claims.take(session.connection())
+            if not claimed:
+                return None
+            certificates = [self._certify_due(r, issue) for r in claimed]
+            claims.signed.set()
+            self._clear_certified(session, claimed, certificates, issue)
+            return len(claimed)
+
+    def _sweep_serial(
         self,
         sessions: sessionmaker[Session],
         claims: _Claims,
         condition: ColumnElement[bool],
         issue: _Issue,
-    ) -> int | None:
-        """Claim, certify and clear one chunk; how many were cleared (None: nothing left).
+    ) -> int:
+        """Clear the rule's records a chunk at a time (SQLite), each chunk claimed and certified
+        in a thread while the one before it is written; how many were cleared.
 
-        On PostgreSQL the claim's row locks (``FOR UPDATE SKIP LOCKED``) hold from the claim to
-        the commit. On SQLite the chunk is claimed and certified without the write lock, then
-        read again under it (``BEGIN IMMEDIATE``): only what is still due there is cleared and
-        certified, and a record that changed meanwhile is certified again from its new columns.
+        Ed25519 signing and SQLite's statements and commits all let go of the GIL, so the two
+        run on two cores: certifying was 40% of a sweep's time and the writing the rest.
         """
+        cleared = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper-certify") as certify:
+            pending = certify.submit(self._claim_certified, sessions, claims, issue)
+            try:
+                while (signed := pending.result()) is not None:
+                    pending = certify.submit(self._claim_certified, sessions, claims, issue)
+                    cleared += self._write_certified(sessions, claims, condition, issue, signed)
+            except BaseException:
+                claims.stop()
+                raise
+        return cleared
+
+    def _claim_certified(
+        self, sessions: sessionmaker[Session], claims: _Claims, issue: _Issue
+    ) -> dict[int, tuple[DueRecord, _Certificate]] | None:
+        """The next chunk's records and certificates, by id, made without the write lock (None:
+        nothing left)."""
         with sessions() as session:
-            if _holds_claims(session):
-                with session.begin():
-                    claimed = claims.take(session.connection())
-                    if claimed:
-                        certificates = [self._certify_due(r, issue) for r in claimed]
-                        claims.signed.set()
-                        self._clear_certified(session, claimed, certificates, issue)
-                return len(claimed) if claimed else None
             begin_read(session)
             claimed = claims.take(session.connection())
             session.rollback()  # the read wrote nothing; SQLite lets go of its snapshot
-            if not claimed:
-                return None
-            signed = {r.id: (r, self._certify_due(r, issue)) for r in claimed}
-            claims.signed.set()
-            with claims.writing, session.begin():
-                current = self._still_due(session.connection(), condition, list(signed))
-                certificates = []
-                for record in current:
-                    before, certificate = signed[record.id]
-                    if before != record:
-                        certificate = self._certify_due(record, issue)
-                    certificates.append(certificate)
-                if current:
-                    indexes = {r.borrower_id: r.borrower_index for r in current}
-                    self._clear_certified(session, current, certificates, issue, serial=indexes)
+        if not claimed:
+            return None
+        signed = {r.id: (r, self._certify_due(r, issue)) for r in claimed}
+        claims.signed.set()
+        return signed
+
+    def _write_certified(
+        self,
+        sessions: sessionmaker[Session],
+        claims: _Claims,
+        condition: ColumnElement[bool],
+        issue: _Issue,
+        signed: Mapping[int, tuple[DueRecord, _Certificate]],
+    ) -> int:
+        """Clear what of a certified chunk is still due, read again under the write lock
+        (``BEGIN IMMEDIATE``); a record that changed since it was claimed is certified again
+        from its new columns. How many were cleared."""
+        with sessions() as session, claims.writing, session.begin():
+            current = self._still_due(session.connection(), condition, list(signed))
+            certificates = []
+            for record in current:
+                before, certificate = signed[record.id]
+                if before != record:
+                    certificate = self._certify_due(record, issue)
+                certificates.append(certificate)
+            if current:
+                indexes = {r.borrower_id: r.borrower_index for r in current}
+                self._clear_certified(session, current, certificates, issue, serial=indexes)
             return len(current)
 
     def _still_due(

@@ -14,11 +14,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from registry.errors import SchemaNotAtHead
+from registry.errors import MigrationBrokeReferences, SchemaNotAtHead
 from registry.prepared import driver_error
 from registry.settings import Settings
 
@@ -210,11 +210,48 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Run every pending migration; safe to repeat."""
+    """Run every pending migration, in one transaction; safe to repeat.
+
+    On SQLite the migrations run with foreign keys off: rebuilding a table that others refer
+    to (alembic's batch mode drops the old table) is refused otherwise, even with the checks
+    deferred. Every foreign key is checked before the transaction commits instead.
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Switch SQLite's foreign keys on this connection (outside a transaction: inside, SQLite
+    ignores the pragma). A connection that cannot be switched back is dropped, never pooled."""
+    try:
+        connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+            f"PRAGMA foreign_keys={'ON' if on else 'OFF'}"
+        )
+    except BaseException:
+        if on:
+            connection.invalidate()
+        raise
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({row[0] for row in broken})
+        raise MigrationBrokeReferences(
+            f"the migration left {len(broken)} rows naming missing rows (tables {tables})"
+        )
 
 
 def head_revision() -> str | None:

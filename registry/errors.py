@@ -108,3 +108,7 @@ class SchemaNotAtHead(RuntimeError):
 
 class SetupError(RuntimeError):
     """Keys or instance files are missing or unusable."""
+
+
+class MigrationBrokeReferences(RuntimeError):
+    """A migration left rows naming rows that do not exist; it was rolled back."""

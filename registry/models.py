@@ -145,12 +145,18 @@ class RequestNonce(Base):
 
 
 class DataKey(Base):
-    """A per-record AES-256 key, stored only wrapped by a master key version."""
+    """A per-record AES-256 key, stored only wrapped by a master key version.
+
+    ``ref`` here, on borrowers, records and clearance certificates is a random name that binds
+    a ciphertext or a wrapped key to its row (associated data). Rows are found by id or blind
+    index, a record by its ref only within its borrower's file (``statements.own_record``), so
+    no ref has an index (0010): one would cost a random page per insert and per delete.
+    """
 
     __tablename__ = "data_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    ref: Mapped[str] = mapped_column(String(32))
     master_version: Mapped[int] = mapped_column(Integer)
     wrapped: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -175,7 +181,7 @@ class Borrower(Base):
     __tablename__ = "borrowers"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    ref: Mapped[str] = mapped_column(String(32))
     id_index: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     national_id_ct: Mapped[bytes] = mapped_column(LargeBinary)
@@ -191,7 +197,7 @@ class Delinquency(Base):
     __table_args__ = (UniqueConstraint("institution_id", "account_index"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    ref: Mapped[str] = mapped_column(String(32))
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))
     account_index: Mapped[bytes] = mapped_column(LargeBinary(32))
     # RESTRICT, not NO ACTION: see data_key_reference (migration 0007).
@@ -305,7 +311,7 @@ class ClearanceCertificate(Base):
     __tablename__ = "clearance_certificates"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    ref: Mapped[str] = mapped_column(String(32), unique=True)
+    ref: Mapped[str] = mapped_column(String(32))
     borrower_index: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
     data_key_id: Mapped[int] = mapped_column(data_key_reference(), index=True)
     certificate_ct: Mapped[bytes] = mapped_column(LargeBinary)

@@ -7,15 +7,28 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    TypeDecorator,
+)
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from crypto import dsse, ed25519, httpsig
 from registry import members, operators
+from registry.models import Money
 from registry.national_id import check_character
 from registry.payload import PAYLOAD_TYPE
 
@@ -215,3 +228,43 @@ def problem_of(response: TestResponse, status: int, code: str) -> dict[str, Any]
 
 def field_rules(body: dict[str, Any]) -> set[tuple[str, str]]:
     return {(e["field"], e["rule"]) for e in body.get("errors", [])}
+
+
+FILLER_NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
+
+
+def filler_row(
+    table: Table, refs: dict[str, int], serial: int, *, now: dt.datetime = FILLER_NOW
+) -> dict[str, Any]:
+    """A row of ``table`` with every required column set: references from ``refs`` by the
+    referred table's name, anything else a plain value of the column's type."""
+    row: dict[str, Any] = {}
+    for column in table.columns:
+        if column.primary_key or (column.nullable and not column.foreign_keys):
+            continue
+        referred = {fk.column.table.name for fk in column.foreign_keys}
+        if referred:
+            [name] = referred
+            if name in refs:
+                row[column.name] = refs[name]
+            continue
+        kind = column.type
+        if isinstance(kind, Money):
+            row[column.name] = Decimal(0)
+            continue
+        if isinstance(kind, TypeDecorator):
+            kind = kind.impl_instance
+        if isinstance(kind, String):
+            row[column.name] = f"t{serial}"[: kind.length or 32]
+        elif isinstance(kind, LargeBinary):
+            row[column.name] = serial.to_bytes(32, "big")
+        elif isinstance(kind, DateTime):
+            row[column.name] = now
+        elif isinstance(kind, Date):
+            row[column.name] = now.date()
+        elif isinstance(kind, Integer | BigInteger):
+            row[column.name] = 1
+        else:
+            assert isinstance(kind, Numeric), (table.name, column.name, kind)
+            row[column.name] = Decimal(0)
+    return row

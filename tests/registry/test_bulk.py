@@ -89,16 +89,31 @@ def test_no_rows_write_nothing(engine: Engine) -> None:
         assert list(session.scalars(select(DataKey))) == []
 
 
+def _borrower_row(key_id: int, id_index: bytes) -> dict[str, Any]:
+    return {
+        "ref": secrets.token_hex(16),
+        "id_index": id_index,
+        "data_key_id": key_id,
+        "national_id_ct": secrets.token_bytes(40),
+        "created_at": NOW,
+    }
+
+
 def test_a_unique_key_clash_is_an_integrity_error(engine: Engine) -> None:
     """Callers fall back on IntegrityError (a race with another writer); COPY must raise it."""
-    clash = _key_row()
+    clash = secrets.token_bytes(32)
     with _writer(engine) as session:
-        insert_rows(session.connection(), KEYS, [dict(clash)])
+        [key_id] = insert_rows(session.connection(), KEYS, [_key_row()])
+        insert_rows(session.connection(), BORROWERS, [_borrower_row(key_id, clash)])
         session.commit()
         with pytest.raises(IntegrityError):
-            insert_rows(session.connection(), KEYS, [_key_row(), dict(clash)])
+            insert_rows(
+                session.connection(),
+                BORROWERS,
+                [_borrower_row(key_id, secrets.token_bytes(32)), _borrower_row(key_id, clash)],
+            )
         session.rollback()
-        assert len(list(session.scalars(select(DataKey)))) == 1
+        assert len(list(session.scalars(select(Borrower)))) == 1
 
 
 def test_fixed_id_counts_leave_no_parameter_for_the_planner_to_guess() -> None:
@@ -158,7 +173,7 @@ def test_a_binary_copy_of_a_clashing_row_is_an_integrity_error(engine: Engine) -
     columns = ("id", "ref", "master_version", "wrapped", "created_at")
     with _writer(engine) as session:
         connection = session.connection()
-        [ids] = next_ids(connection, [(KEYS, 2)])
-        rows = [(key_id, "same-ref", 1, b"w", NOW) for key_id in ids]
+        [[key_id]] = next_ids(connection, [(KEYS, 1)])
+        rows = [(key_id, ref, 1, b"w", NOW) for ref in ("one-ref", "another-ref")]
         with pytest.raises(IntegrityError):
             copy_values(connection, KEYS, columns, rows, binary=True)

@@ -785,15 +785,13 @@ def test_two_threads_clear_each_record_once_in_chunks_of_their_own(
 ) -> None:
     settled_accounts(retention_app.test_client(), bank, "PAIR", 7)
     threads: set[str] = set()
-    sweep_chunk = Clearer._sweep_chunk
+    clear_certified = Clearer._clear_certified
 
-    def noted(self: Clearer, *args: Any) -> Any:
-        done = sweep_chunk(self, *args)
-        if done:
-            threads.add(threading.current_thread().name)
-        return done
+    def noted(self: Clearer, *args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return clear_certified(self, *args, **kwargs)
 
-    monkeypatch.setattr(Clearer, "_sweep_chunk", noted)
+    monkeypatch.setattr(Clearer, "_clear_certified", noted)
     swept = clearer(settings, RETENTION).sweep(
         sessions_for(engine), a_month_later(), batch=2, workers=2
     )

@@ -9,23 +9,14 @@ import importlib.util
 import threading
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import (
-    BigInteger,
     Connection,
-    Date,
-    DateTime,
     Engine,
-    Integer,
-    LargeBinary,
-    Numeric,
-    String,
     Table,
-    TypeDecorator,
     delete,
     func,
     insert,
@@ -38,8 +29,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from conftest import migrate
-from factories import admit
-from registry.models import Base, Borrower, DataKey, Delinquency, Money
+from factories import admit, filler_row
+from registry.models import Base, Borrower, DataKey, Delinquency
 
 REFERRING = tuple(
     sorted(
@@ -77,41 +68,6 @@ def test_the_tables_listed_are_every_reference_to_a_data_key() -> None:
     assert declared == set(REFERRING)
 
 
-def _filler(table: Table, refs: dict[str, int], serial: int) -> dict[str, Any]:
-    """A row of ``table`` with every required column set: references from ``refs`` by the
-    referred table's name, anything else a plain value of the column's type."""
-    row: dict[str, Any] = {}
-    for column in table.columns:
-        if column.primary_key or (column.nullable and not column.foreign_keys):
-            continue
-        referred = {fk.column.table.name for fk in column.foreign_keys}
-        if referred:
-            [name] = referred
-            if name in refs:
-                row[column.name] = refs[name]
-            continue
-        kind = column.type
-        if isinstance(kind, Money):
-            row[column.name] = Decimal(0)
-            continue
-        if isinstance(kind, TypeDecorator):
-            kind = kind.impl_instance
-        if isinstance(kind, String):
-            row[column.name] = f"t{serial}"[: kind.length or 32]
-        elif isinstance(kind, LargeBinary):
-            row[column.name] = serial.to_bytes(32, "big")
-        elif isinstance(kind, DateTime):
-            row[column.name] = NOW
-        elif isinstance(kind, Date):
-            row[column.name] = NOW.date()
-        elif isinstance(kind, Integer | BigInteger):
-            row[column.name] = 1
-        else:
-            assert isinstance(kind, Numeric), (table.name, column.name, kind)
-            row[column.name] = Decimal(0)
-    return row
-
-
 def _table(name: str) -> Table:
     return Base.metadata.tables[name]
 
@@ -137,7 +93,7 @@ def owners(engine: Engine, session: Session) -> Iterator[dict[str, int]]:
             table = _table(name)
             refs[name] = int(
                 conn.execute(
-                    insert(table).values(_filler(table, refs, n)).returning(table.c.id)
+                    insert(table).values(filler_row(table, refs, n)).returning(table.c.id)
                 ).scalar_one()
             )
     yield refs
@@ -149,12 +105,12 @@ def test_a_key_in_use_stays_and_a_row_names_only_a_key_that_exists(
 ) -> None:
     table, keys = _table(name), _table("data_keys")
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        conn.execute(insert(table).values(_filler(table, owners | {"data_keys": MISSING}, 10)))
+        conn.execute(insert(table).values(filler_row(table, owners | {"data_keys": MISSING}, 10)))
     with engine.begin() as conn:
         used = _new_key(conn, 11)
         row_id = conn.execute(
             insert(table)
-            .values(_filler(table, owners | {"data_keys": used}, 11))
+            .values(filler_row(table, owners | {"data_keys": used}, 11))
             .returning(table.c.id)
         ).scalar_one()
     with pytest.raises(IntegrityError), engine.begin() as conn:
@@ -212,7 +168,7 @@ def test_a_key_deleted_while_a_new_row_names_it_fails_one_of_them(
     # The row first, not yet committed: the delete waits for it, then sees it and fails.
     with engine.connect() as writer:
         writer.begin()
-        row = _filler(statements, owners | {"data_keys": key}, 20)
+        row = filler_row(statements, owners | {"data_keys": key}, 20)
         writer.execute(insert(statements).values(row))
         thread, raised = _in_thread(engine, delete(keys).where(keys.c.id == key))
         writer.commit()
@@ -225,7 +181,7 @@ def test_a_key_deleted_while_a_new_row_names_it_fails_one_of_them(
     with engine.connect() as deleter:
         deleter.begin()
         deleter.execute(delete(keys).where(keys.c.id == other))
-        row = _filler(statements, owners | {"data_keys": other}, 21)
+        row = filler_row(statements, owners | {"data_keys": other}, 21)
         thread, raised = _in_thread(engine, insert(statements).values(row))
         deleter.commit()
     thread.join(10)
