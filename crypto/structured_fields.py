@@ -24,7 +24,7 @@ _IN_STRING = re.compile(r'["\\]')
 
 def serialize_string(value: str) -> str:
     """sf-string: printable ASCII in quotes, with ``\\`` and ``"`` escaped."""
-    if not all(0x20 <= ord(c) <= 0x7E for c in value):
+    if not (value.isascii() and value.isprintable()):  # printable ASCII: 0x20-0x7E
         raise ValueError("structured-field strings hold printable ASCII only")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crypto import structured_fields as sf
 
@@ -54,6 +56,16 @@ def test_serialize_string_escapes_and_refuses_non_printable() -> None:
     for bad in ("\u00e9", "\n", "\x7f"):
         with pytest.raises(ValueError):
             sf.serialize_string(bad)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF)))
+def test_serialize_string_takes_exactly_printable_ascii(value: str) -> None:
+    """The check is a pair of string methods; this pins it to RFC 8941's range, 0x20-0x7E."""
+    if all(0x20 <= ord(c) <= 0x7E for c in value):
+        assert sf.parse_params(f";k={sf.serialize_string(value)}") == [("k", value)]
+    else:
+        with pytest.raises(ValueError):
+            sf.serialize_string(value)
 
 
 def test_byte_sequence() -> None:
