@@ -26,16 +26,22 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(settings: Settings) -> Engine:
-    """Create the engine; on SQLite, set the pragmas the privacy and durability promises need."""
+    """Create the engine; on SQLite, set the pragmas the privacy and durability promises need.
+
+    ``hide_parameters``: a failed statement's exception never carries its parameters (blind
+    indexes, ciphertexts, a borrower's contact details), whoever logs or shows it.
+    """
     if settings.is_sqlite:
         connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
         database = make_url(settings.database_url).database
         if database and database != ":memory:" and not database.startswith("file:"):
             connect_args["factory"] = _writer_queue(f"{database}-writers.lock")
-        engine = create_engine(settings.database_url, connect_args=connect_args)
+        engine = create_engine(
+            settings.database_url, connect_args=connect_args, hide_parameters=True
+        )
         _configure_sqlite(engine, settings.sqlite_synchronous)
         return engine
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, hide_parameters=True)
     _ping_when_idle(engine)
     return engine
 
