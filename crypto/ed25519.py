@@ -6,6 +6,7 @@ not of any PEM or DER spelling of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -80,12 +81,18 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> bytes:
     return key.sign(message)
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(public_raw: bytes) -> Ed25519PublicKey:
+    """The loaded key, kept: loading it again cost as much as a tenth of a verification."""
+    return Ed25519PublicKey.from_public_bytes(public_raw)
+
+
 def verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:
     """True only for a valid signature; any malformed input is simply False, never an error."""
     try:
         if len(public_raw) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
             return False
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
+        _public_key(bytes(public_raw)).verify(signature, message)
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True

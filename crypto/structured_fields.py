@@ -20,6 +20,7 @@ _BYTES = re.compile(r":([A-Za-z0-9+/]*={0,2}):")
 _OWS = " \t"
 _OUTSIDE = re.compile(r'["(),]')
 _IN_STRING = re.compile(r'["\\]')
+_ESCAPED = re.compile(r"\\(.)")
 
 
 def serialize_string(value: str) -> str:
@@ -34,7 +35,7 @@ def serialize_param(value: ParamValue) -> str:
 
 
 def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
+    return _ESCAPED.sub(r"\1", text) if "\\" in text else text
 
 
 def split_dictionary(header: str) -> dict[str, str]:
