@@ -29,11 +29,13 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    column,
     func,
     insert,
     literal_column,
     select,
 )
+from sqlalchemy import table as named_table
 
 from registry.prepared import driver_error
 
@@ -79,8 +81,25 @@ def id_columns(
             for table, count in zip(tables, counts, strict=True)
         ]
     if dialect == "sqlite":
-        return [select(func.max(table.c.id)).scalar_subquery() for table in tables]
+        return [_sqlite_top(table) for table in tables]
     raise NotImplementedError(f"no id allocation for {dialect}")  # pragma: no cover
+
+
+_SQLITE_SEQUENCE = named_table("sqlite_sequence", column("name"), column("seq"))
+
+
+def _sqlite_top(table: Table) -> ScalarSelect[Any]:
+    """The id the table's new rows are numbered after: for an ``AUTOINCREMENT`` table the
+    largest ever given (``sqlite_sequence``, which deleting rows never lowers), else the
+    largest stored."""
+    if table.dialect_options["sqlite"]["autoincrement"]:
+        seq = _SQLITE_SEQUENCE.c.seq
+        return (
+            select(func.coalesce(func.max(seq), 0))
+            .where(_SQLITE_SEQUENCE.c.name == table.name)
+            .scalar_subquery()
+        )
+    return select(func.max(table.c.id)).scalar_subquery()
 
 
 def id_counts(counts: Sequence[int]) -> dict[str, int]:

@@ -243,14 +243,20 @@ class Delinquency(Base):
 class Report(Base):
     """An accepted signed report: the envelope as evidence and the receipt given for it.
 
-    ``id`` is the registry-wide acceptance sequence quoted in receipts. A report that cleared
+    ``id`` is the registry-wide acceptance sequence quoted in receipts (``log_index``), never
+    given twice even when reports are deleted. A report that cleared
     its record keeps only its idempotency facts (report id, envelope digest, receipt) with no
     record and no envelope, so a resend whose first answer was lost gets the same receipt; the
     sweeper deletes such rows after the policy's maximum age, with the tombstones' indexes.
     """
 
     __tablename__ = "reports"
-    __table_args__ = (UniqueConstraint("institution_id", "report_id"),)
+    # SQLite: AUTOINCREMENT keeps the largest id ever given (0011), so deleting the newest
+    # report never lets its number be given again.
+    __table_args__ = (
+        UniqueConstraint("institution_id", "report_id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"))

@@ -427,6 +427,26 @@ def clear_accounts(
         )
 
 
+def test_a_report_number_is_never_given_twice_even_after_the_newest_report_is_cleared(
+    client: FlaskClient, bank: Member, engine: Engine, settings: Settings
+) -> None:
+    """A receipt's log index increases with every accepted report (docs/protocol.md): clearing
+    the record of the newest report deletes that report, and the next one still gets a larger
+    number than any receipt given before."""
+
+    def log_index(doc: dict[str, Any]) -> int:
+        response = submit(client, bank, doc)
+        assert response.status_code == 201
+        index = json.loads(dsse.parse_envelope(response.data).payload)["log_index"]
+        assert isinstance(index, int)
+        return index
+
+    given = [log_index(payload(bank, account_ref=f"NEWEST-{n}")) for n in range(2)]
+    clear_accounts(engine, settings, ["NEWEST-1"], ClearReason.REPORTED_IN_ERROR)
+    after = log_index(payload(bank, account_ref="NEWEST-2"))
+    assert given[0] < given[1] < after
+
+
 def test_clear_many_clears_every_record_of_one_borrower_with_what_is_attached(
     client: FlaskClient, bank: Member, session: Session, engine: Engine, settings: Settings
 ) -> None:
