@@ -23,21 +23,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        return
-    # The copy inserts every row with its id, which sets sqlite_sequence to the largest.
+def _rebuild(*, autoincrement: bool) -> None:
+    """Copy ``reports`` into a table made with or without ``AUTOINCREMENT`` (SQLite only)."""
     with op.batch_alter_table(
-        "reports", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        "reports", recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}
     ):
         pass
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        # The copy inserts every row with its id, which sets sqlite_sequence to the largest.
+        _rebuild(autoincrement=True)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "sqlite":
-        return
-    with op.batch_alter_table(
-        "reports", recreate="always", table_kwargs={"sqlite_autoincrement": False}
-    ):
-        pass
-    op.execute("DELETE FROM sqlite_sequence WHERE name = 'reports'")
+    if op.get_bind().dialect.name == "sqlite":
+        _rebuild(autoincrement=False)
+        op.execute("DELETE FROM sqlite_sequence WHERE name = 'reports'")
