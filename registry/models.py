@@ -150,7 +150,8 @@ class DataKey(Base):
     ``ref`` here, on borrowers, records and clearance certificates is a random name that binds
     a ciphertext or a wrapped key to its row (associated data). Rows are found by id or blind
     index, a record by its ref only within its borrower's file (``statements.own_record``), so
-    no ref has an index (0010): one would cost a random page per insert and per delete.
+    none of these four refs has an index (0010): one would cost a random page per insert and
+    per delete. Refs that callers look up (disputes, consents, ...) keep theirs.
     """
 
     __tablename__ = "data_keys"
