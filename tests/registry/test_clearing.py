@@ -772,6 +772,41 @@ def test_a_sweep_that_fails_mid_way_leaves_each_record_cleared_whole_or_untouche
     assert count(session, Delinquency) == 0 and count(session, Tombstone) == 9
 
 
+def test_a_certificate_that_cannot_be_made_stops_the_sweep_and_loses_nothing(
+    retention_app: Flask,
+    bank: Member,
+    session: Session,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite the next chunk is certified in a helper thread while one is written: its
+    failure reaches the sweep's caller, what was written stays whole, and no chunk is lost."""
+    settled_accounts(retention_app.test_client(), bank, "CERT", 9)
+    certify_due = Clearer._certify_due
+    made: list[int] = []
+
+    def failing_fourth(self: Clearer, *args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        if len(made) == 4:  # the second chunk's first certificate
+            raise DecryptionError("the data key does not unwrap")
+        return certify_due(self, *args, **kwargs)
+
+    monkeypatch.setattr(Clearer, "_certify_due", failing_fourth)
+    with pytest.raises(DecryptionError):
+        clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later(), batch=3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("sweeper-certify")]
+    left, stones = count(session, Delinquency), count(session, Tombstone)
+    assert left + stones == 9 and stones % 3 == 0 and stones < 9  # whole chunks, not all
+    assert count(session, ClearanceCertificate) == stones
+    session.commit()
+
+    monkeypatch.undo()
+    swept = clearer(settings, RETENTION).sweep(sessions_for(engine), a_month_later())
+    assert swept.cleared["retention"] == left
+    assert count(session, Delinquency) == 0 and count(session, Tombstone) == 9
+
+
 def test_the_sweep_uses_the_engines_number_of_threads_by_default(
     retention_app: Flask,
     bank: Member,
