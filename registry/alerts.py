@@ -15,8 +15,6 @@ alert is about to be written or a member lists its subscriptions, and by the swe
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import enum
 import itertools
@@ -43,13 +41,12 @@ from registry.models import (
     Subscription,
     Webhook,
 )
+from registry.paging import check_limit, decode_cursor, encode_cursor
 from registry.policy import Policy
 from registry.relationships import has_relationship
 from registry.secrets import KeyMaterial
 
 ALERT_VERSION = 1
-MAX_PAGE = 500
-DEFAULT_PAGE = 100
 
 # Built once: every report of an update runs the first, every report the second.
 _STATE_FOR_UPDATE = (
@@ -105,45 +102,6 @@ class DeliveryState(enum.StrEnum):
 
 def _utc(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --- cursors -------------------------------------------------------------------------------
-
-
-def encode_cursor(position: int) -> str:
-    """Opaque to members: URL-safe base64 of the position, so nobody builds one by hand."""
-    return base64.urlsafe_b64encode(f"p{position}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, *, field: str = "after") -> int:
-    """The position a cursor names; ``None`` is the start. A forged cursor is a 422."""
-    if cursor is None or cursor == "":
-        return 0
-    bad = ValidationFailed(
-        "the cursor is not one this endpoint returned",
-        errors=[FieldError(field, "cursor", "must be a next_cursor returned by this endpoint")],
-    )
-    if len(cursor) > 32:
-        raise bad
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise bad from None
-    if not text.startswith("p") or not text[1:].isdigit() or len(text) > 20:
-        raise bad
-    return int(text[1:])
-
-
-def check_limit(limit: int | None) -> int:
-    if limit is None:
-        return DEFAULT_PAGE
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationFailed(
-            "the page size is out of range",
-            errors=[FieldError("limit", "range", f"must be between 1 and {MAX_PAGE}")],
-        )
-    return limit
 
 
 # --- subscriptions -------------------------------------------------------------------------
@@ -263,7 +221,7 @@ def list_subscriptions(
     Live ones whose relationship has ended are ended on the way, so the list never shows a
     subscription as active that would no longer produce alerts.
     """
-    position, size = decode_cursor(after), check_limit(limit)
+    [position], size = decode_cursor(after), check_limit(limit)
     rows = list(
         session.scalars(
             select(Subscription)
@@ -562,7 +520,7 @@ def list_alerts(
     The next cursor is the last alert's position, or the given one when nothing is newer, so
     a poller can always pass back what it received.
     """
-    position, size = decode_cursor(after), check_limit(limit)
+    [position], size = decode_cursor(after), check_limit(limit)
     query = (
         select(Alert)
         .where(Alert.institution_id == member.id, Alert.seq > position)

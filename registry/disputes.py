@@ -26,10 +26,10 @@ import secrets
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Exists, exists, or_, select
+from sqlalchemy import ColumnElement, Exists, and_, exists, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
-from registry import notify
+from registry import notify, paging
 from registry.clearing import Clearer, ClearReason
 from registry.errors import Conflict, FieldError, NotFound, ValidationFailed
 from registry.masking import mask_account_ref
@@ -231,15 +231,39 @@ def _member_query(institution_id: int) -> Any:
 
 
 def list_for_member(
-    session: Session, material: KeyMaterial, institution_id: int, *, status: str | None = None
-) -> list[dict[str, Any]]:
-    """Disputes on the member's own records, the most urgent first."""
+    session: Session,
+    material: KeyMaterial,
+    institution_id: int,
+    *,
+    status: str | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """A page of the disputes on the member's own records, the most urgent (earliest
+    ``due_at``) first, and the cursor of the next page.
+
+    The cursor names the last dispute's due time and id: a dispute answered, expired or
+    cleared between two pages moves no other out of its place.
+    """
+    (due_us, last_id), size = paging.decode_cursor(after, 2), paging.check_limit(limit)
     query = _member_query(institution_id)
     if status is not None:
         query = query.where(Dispute.status == _one_of("status", status, STATUSES))
+    if after:
+        due = _EPOCH + dt.timedelta(microseconds=due_us)
+        query = query.where(
+            or_(Dispute.due_at > due, and_(Dispute.due_at == due, Dispute.id > last_id))
+        )
     vault = Vault(material.keyring)
-    rows = session.execute(query.order_by(Dispute.due_at, Dispute.id)).all()
-    return [_for_member(vault, d, r) for d, r in rows]
+    rows = session.execute(query.order_by(Dispute.due_at, Dispute.id).limit(size)).all()
+    if not rows:
+        return [], after or paging.encode_cursor(0, 0)
+    last = rows[-1][0]
+    cursor = paging.encode_cursor((last.due_at - _EPOCH) // dt.timedelta(microseconds=1), last.id)
+    return [_for_member(vault, d, r) for d, r in rows], cursor
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def get_for_member(

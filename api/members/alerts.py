@@ -19,7 +19,7 @@ from api.services import db, services
 from api.signing import caller, require_member
 from crypto import strictjson
 from crypto.errors import StrictJSONError
-from registry import alerts, webhooks
+from registry import alerts, paging, webhooks
 from registry.errors import FieldError, MalformedReport
 from registry.models import Alert, AlertDelivery, Subscription, Webhook
 
@@ -84,7 +84,7 @@ class PageQuerySchema(_Strict):
     """Query strings too refuse unknown parameters (webargs would drop them: pass ``unknown``)."""
 
     after = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
-    limit = ma.fields.Integer(metadata={"description": f"1 to {alerts.MAX_PAGE} (default 100)"})
+    limit = ma.fields.Integer(metadata={"description": f"1 to {paging.MAX_PAGE} (default 100)"})
 
 
 class AlertQuerySchema(PageQuerySchema):

@@ -19,7 +19,7 @@ from api.services import db, services
 from api.signing import caller, require_member
 from crypto import strictjson
 from crypto.errors import StrictJSONError
-from registry import disputes
+from registry import disputes, paging
 from registry.errors import FieldError, MalformedReport
 from registry.statements import timestamp
 
@@ -75,6 +75,10 @@ class MemberDisputeQuerySchema(ma.Schema):
         validate=ma.validate.OneOf(disputes.STATUSES),
         metadata={"description": "only disputes in this state (default: all)"},
     )
+    after = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
+    limit = ma.fields.Integer(
+        metadata={"description": f"1 to {paging.MAX_PAGE} (default {paging.DEFAULT_PAGE})"}
+    )
 
 
 class MemberDisputeSchema(ma.Schema):
@@ -105,6 +109,10 @@ class MemberDisputeSchema(ma.Schema):
 
 class MemberDisputeListSchema(ma.Schema):
     disputes = ma.fields.List(ma.fields.Nested(MemberDisputeSchema), required=True)
+    next_cursor = ma.fields.String(
+        required=True,
+        metadata={"description": "pass as `after` for the next page; an empty page repeats it"},
+    )
 
 
 class DisputeAnswerSchema(ma.Schema):
@@ -140,15 +148,26 @@ class DisputeAnswerResultSchema(ma.Schema):
 
 @blp.route("/disputes")
 class Disputes(MethodView):
-    @blp.doc(security=SIGNED, responses=_problems(**AUTH_PROBLEMS))
+    @blp.doc(
+        security=SIGNED,
+        responses=_problems(
+            **AUTH_PROBLEMS,
+            **{"422": "an unknown status, a cursor this endpoint did not return, or a bad limit"},
+        ),
+    )
     @blp.arguments(MemberDisputeQuerySchema, location="query", unknown=ma.RAISE)
     @blp.response(200, MemberDisputeListSchema)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
-        """Disputes on the caller's own records, the most urgent first."""
-        found = disputes.list_for_member(
-            db(), services().material, caller().institution.id, status=query.get("status")
+        """Disputes on the caller's own records, the most urgent first, a page at a time."""
+        found, cursor = disputes.list_for_member(
+            db(),
+            services().material,
+            caller().institution.id,
+            status=query.get("status"),
+            after=query.get("after"),
+            limit=query.get("limit"),
         )
-        return {"disputes": found}
+        return {"disputes": found, "next_cursor": cursor}
 
 
 @blp.route("/disputes/<string:ref>")

@@ -15,7 +15,7 @@ from werkzeug.test import TestResponse
 
 from conftest import Clock
 from factories import Member, admit, national_id, new_key, payload, signed, submit
-from registry import alerts, members
+from registry import members, paging
 from registry.models import Alert, AlertDelivery
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -285,7 +285,7 @@ def test_alerts_are_pulled_in_order_with_an_opaque_cursor(
     assert first["alerts"][0]["delivery"] is None  # no webhook: pull only
     assert first["alerts"][0]["type"] == "new_delinquency_elsewhere"
     cursor = first["next_cursor"]
-    assert cursor != "2" and alerts.decode_cursor(cursor) == 2
+    assert cursor != "2" and paging.decode_cursor(cursor) == (2,)
     rest = call(client, watcher, "GET", f"/v1/alerts?after={cursor}").get_json()
     assert [a["seq"] for a in rest["alerts"]] == [3, 4, 5]
     empty = call(client, watcher, "GET", f"/v1/alerts?after={rest['next_cursor']}").get_json()

@@ -99,6 +99,26 @@ def test_anonymous_is_401_and_suspended_is_403(
     assert session.scalar(select(func.count()).select_from(Delinquency)) == 1
 
 
+def test_disputes_come_a_page_at_a_time_and_a_cursor_must_be_one_returned(
+    client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
+) -> None:
+    filed = [
+        dispute_on(client, session, material, bank, account=f"PAGE-{n}", person=n)
+        for n in range(1, 4)
+    ]
+    first = signed(client, bank, "GET", "/v1/disputes?limit=2").get_json()
+    then = signed(client, bank, "GET", f"/v1/disputes?limit=2&after={first['next_cursor']}")
+    second = then.get_json()
+    assert [len(first["disputes"]), len(second["disputes"])] == [2, 1]
+    assert [d["ref"] for d in first["disputes"] + second["disputes"]] == filed  # due order
+    empty = signed(client, bank, "GET", f"/v1/disputes?after={second['next_cursor']}")
+    assert empty.get_json() == {"disputes": [], "next_cursor": second["next_cursor"]}
+    for query, rule in (("after=forged", ("after", "cursor")), ("limit=0", ("limit", "range"))):
+        response = signed(client, bank, "GET", f"/v1/disputes?{query}")
+        body = problem_of(response, 422, "validation_failed")
+        assert rules(body) == {rule}
+
+
 def test_a_member_lists_and_reads_its_own_disputes(
     client: FlaskClient, session: Session, bank: Member, other: Member, material: KeyMaterial
 ) -> None:
@@ -120,9 +140,7 @@ def test_a_member_lists_and_reads_its_own_disputes(
     one = signed(client, bank, "GET", f"/v1/disputes/{mine}")
     assert one.status_code == 200 and one.get_json() == item
     assert signed(client, bank, "GET", "/v1/disputes?status=open").get_json()["disputes"] == [item]
-    assert signed(client, bank, "GET", "/v1/disputes?status=answered").get_json() == {
-        "disputes": []
-    }
+    assert signed(client, bank, "GET", "/v1/disputes?status=answered").get_json()["disputes"] == []
     # Another member's dispute answers exactly like one that does not exist.
     hidden = problem_of(
         signed(client, bank, "GET", f"/v1/disputes/{theirs}"), 404, "dispute_not_found"

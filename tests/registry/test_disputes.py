@@ -313,14 +313,14 @@ def test_a_member_lists_only_disputes_on_its_own_records(
     own = file(session, material, mine)
     file(session, material, theirs)
     bank_id = _institution_id(session, bank)
-    [listed] = disputes.list_for_member(session, material, bank_id)
+    [listed], _ = disputes.list_for_member(session, material, bank_id)
     assert listed["ref"] == own.ref and listed["record_id"] == mine
     assert listed["account_ref"] == "LOAN-77-9876"  # its own record: in full
     assert listed["text"] == "金额不对" and listed["suppressed"] is False
     assert not {"phone", "address", "name", "national_id"} & set(listed)
     assert "13800138000" not in json.dumps(listed, ensure_ascii=False)
-    assert disputes.list_for_member(session, material, bank_id, status="answered") == []
-    assert len(disputes.list_for_member(session, material, bank_id, status="open")) == 1
+    assert disputes.list_for_member(session, material, bank_id, status="answered")[0] == []
+    assert len(disputes.list_for_member(session, material, bank_id, status="open")[0]) == 1
     with pytest.raises(ValidationFailed) as caught:
         disputes.list_for_member(session, material, bank_id, status="closed")
     assert rule_of(caught) == ("status", "one_of")
@@ -365,7 +365,48 @@ def test_another_member_cannot_see_or_answer(
         session.rollback()
     assert outcomes[0] == outcomes[1] == ("dispute_not_found", "no such dispute on your records")
     assert record_row(session, record) is not None
-    assert disputes.list_for_member(session, material, _institution_id(session, other)) == []
+    assert disputes.list_for_member(session, material, _institution_id(session, other))[0] == []
+
+
+def test_a_members_disputes_come_a_page_at_a_time_in_due_order(
+    client: FlaskClient, session: Session, bank: Member, material: KeyMaterial
+) -> None:
+    """Pages follow ``(due_at, id)``, ties included; a dispute answered between two pages of
+    the open ones moves none of the others out of its page; only cursors it gave are taken."""
+    minutes = [0, 0, 1, 2, 2, 3]  # equal due times: ordered by id
+    filed = []
+    for n, minute in enumerate(minutes, start=1):
+        _, record = open_record(client, session, bank, person=n, account=f"PAGE-{n}")
+        filed.append(
+            file(session, material, record, person=n, now=NOW + dt.timedelta(minutes=minute))
+        )
+    bank_id = _institution_id(session, bank)
+    expected = [d.ref for d in sorted(filed, key=lambda d: (d.due_at, d.id))]
+    everything, _ = disputes.list_for_member(session, material, bank_id)
+    assert [d["ref"] for d in everything] == expected
+
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page, following = disputes.list_for_member(
+            session, material, bank_id, status="open", after=cursor, limit=2
+        )
+        if not page:
+            assert following == cursor  # an empty page hands the same cursor back
+            break
+        pages.append([d["ref"] for d in page])
+        if len(pages) == 1:  # the first open dispute is answered before the next page
+            answer(session, material, bank, page[0]["ref"], "confirm", note="checked")
+        cursor = following
+    assert [len(p) for p in pages] == [2, 2, 2]
+    assert [ref for page in pages for ref in page] == expected
+
+    with pytest.raises(ValidationFailed) as caught:
+        disputes.list_for_member(session, material, bank_id, after="not-a-cursor")
+    assert rule_of(caught) == ("after", "cursor")
+    with pytest.raises(ValidationFailed) as caught:
+        disputes.list_for_member(session, material, bank_id, limit=501)
+    assert rule_of(caught) == ("limit", "range")
 
 
 def test_answer_correct_points_to_the_correct_report(
