@@ -15,11 +15,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.errors import ProblemSchema
+from api.members.schemas import PageQuerySchema
 from api.services import db, services
 from api.signing import caller, require_member
 from crypto import strictjson
 from crypto.errors import StrictJSONError
-from registry import alerts, paging, webhooks
+from registry import alerts, webhooks
 from registry.errors import FieldError, MalformedReport
 from registry.models import Alert, AlertDelivery, Subscription, Webhook
 
@@ -78,13 +79,6 @@ class SubscribeSchema(_Strict):
     """The national ID travels in the body only: never in a URL, so never in an access log."""
 
     national_id = ma.fields.String(required=True, metadata={"description": "GB 11643 number"})
-
-
-class PageQuerySchema(_Strict):
-    """Query strings too refuse unknown parameters (webargs would drop them: pass ``unknown``)."""
-
-    after = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
-    limit = ma.fields.Integer(metadata={"description": f"1 to {paging.MAX_PAGE} (default 100)"})
 
 
 class AlertQuerySchema(PageQuerySchema):

@@ -15,11 +15,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.errors import ProblemSchema
+from api.members.schemas import PageQuerySchema
 from api.services import db, services
 from api.signing import caller, require_member
 from crypto import strictjson
 from crypto.errors import StrictJSONError
-from registry import disputes, paging
+from registry import disputes
 from registry.errors import FieldError, MalformedReport
 from registry.statements import timestamp
 
@@ -67,17 +68,10 @@ AUTH_PROBLEMS = {
 }
 
 
-class MemberDisputeQuerySchema(ma.Schema):
-    class Meta:
-        unknown = ma.RAISE
-
+class MemberDisputeQuerySchema(PageQuerySchema):
     status = ma.fields.String(
         validate=ma.validate.OneOf(disputes.STATUSES),
         metadata={"description": "only disputes in this state (default: all)"},
-    )
-    after = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
-    limit = ma.fields.Integer(
-        metadata={"description": f"1 to {paging.MAX_PAGE} (default {paging.DEFAULT_PAGE})"}
     )
 
 
