@@ -14,7 +14,14 @@ from registry.errors import FieldError, ValidationFailed
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-_MAX_CURSOR = 64
+_MAX_DIGITS = 19
+"""A position is a non-negative 64-bit integer."""
+
+
+def _longest_cursor(arity: int) -> int:
+    """The length of the longest cursor of ``arity`` positions: "p", the digits and the dots,
+    in unpadded base64."""
+    return -(-4 * (arity * (_MAX_DIGITS + 1)) // 3)
 
 
 def encode_cursor(*positions: int) -> str:
@@ -30,7 +37,7 @@ def decode_cursor(cursor: str | None, arity: int = 1, *, field: str = "after") -
         "the cursor is not one this endpoint returned",
         errors=[FieldError(field, "cursor", "must be a next_cursor returned by this endpoint")],
     )
-    if len(cursor) > _MAX_CURSOR:
+    if len(cursor) > _longest_cursor(arity):
         raise bad
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
@@ -40,7 +47,7 @@ def decode_cursor(cursor: str | None, arity: int = 1, *, field: str = "after") -
     parts = text[1:].split(".")
     if not text.startswith("p") or len(parts) != arity:
         raise bad
-    if not all(part.isdigit() and len(part) <= 19 for part in parts):
+    if not all(part.isdigit() and len(part) <= _MAX_DIGITS for part in parts):
         raise bad
     return tuple(int(part) for part in parts)
 

@@ -64,3 +64,11 @@ def test_page_sizes() -> None:
         with pytest.raises(ValidationFailed) as refused:
             check_limit(bad)
         assert [(e.field, e.rule) for e in refused.value.errors] == [("limit", "range")]
+
+
+@pytest.mark.parametrize("arity", [1, 2, 3])
+def test_the_longest_positions_fit_and_a_longer_cursor_is_refused(arity: int) -> None:
+    longest = encode_cursor(*[2**63 - 1] * arity)
+    assert decode_cursor(longest, arity) == (2**63 - 1,) * arity
+    with pytest.raises(ValidationFailed):
+        decode_cursor(longest + "A", arity)
