@@ -6,7 +6,9 @@ request cannot be replayed against another worker within the replay window.
 The nonce is written in the session's open transaction, so it commits with the request's own
 work: one transaction (one commit, one fsync) per request instead of two. Authentication only
 remembers it (:func:`expect_nonce`); the HTTP layer writes it (:func:`write_nonce`) right
-after authentication, or at the first write of a view that prepares its work first.
+after authentication, or at the first write of a view that prepares its work first. A writer
+whose work is one statement may write it in that statement instead (:func:`member_nonce_guard`):
+report intake does so on PostgreSQL.
 
 A request whose work is rolled back (a refusal) would lose its nonce with it;
 :func:`settle_nonce`, called once the request is answered, records it again in a transaction
@@ -20,9 +22,20 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import String, Table, bindparam, delete, event, insert, inspect, or_, select
+from sqlalchemy import (
+    Insert,
+    String,
+    Table,
+    bindparam,
+    delete,
+    event,
+    insert,
+    inspect,
+    or_,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, joinedload, make_transient_to_detached
 
@@ -78,6 +91,7 @@ _INSERT_MEMBER_NONCE = (
     )
     .execution_options(preserve_rowcount=True)
 )
+_GUARD_MEMBER_NONCE = _INSERT_MEMBER_NONCE.returning(_NONCES.c.nonce)
 _FRESH_MEMBER_KEY = _MEMBER_KEY.execution_options(populate_existing=True)
 # Every signed request writes its nonce: on the driver's connection (registry.prepared).
 _WRITE_NONCE = Prepared(_INSERT_NONCE)
@@ -343,6 +357,39 @@ def expect_nonce(
     session.info[_EXPECTED] = ExpectedNonce(
         verified.keyid, verified.nonce, expires, now, member_key, known
     )
+
+
+def pending_member_nonce(session: Session) -> ExpectedNonce | None:
+    """The member nonce this request has still to write, if any: for a writer that writes it
+    in its own statement (:func:`member_nonce_guard`) instead of :func:`write_nonce`."""
+    expected: ExpectedNonce | None = session.info.get(_EXPECTED)
+    return expected if expected is not None and expected.member_key else None
+
+
+def member_nonce_guard(expected: ExpectedNonce) -> tuple[Insert, dict[str, Any]]:
+    """The member nonce's INSERT with RETURNING, and its parameters: for one statement that
+    writes the request's work only if this wrote a row, so a replay (a duplicate, raised as
+    ``IntegrityError``), a revoked key or a suspended member writes nothing at all."""
+    return _GUARD_MEMBER_NONCE, {
+        "keyid": expected.keyid,
+        "nonce": expected.nonce,
+        "expires_at": expected.expires_at,
+        "now": expected.now,
+    }
+
+
+def nonce_written_with(session: Session, expected: ExpectedNonce) -> None:
+    """``expected`` was written and committed by the statement of :func:`member_nonce_guard`:
+    nothing is left to write or settle for it."""
+    if session.info.get(_EXPECTED) is expected:
+        del session.info[_EXPECTED]
+    transaction = session.get_transaction()
+    assert transaction is not None
+    session.info[_NONCE] = NonceUse(
+        expected.keyid, expected.nonce, expected.expires_at, transaction, durable=True
+    )
+    if purge_due():
+        purge_nonces(session, expected.now)
 
 
 def write_nonce(session: Session) -> None:

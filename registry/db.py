@@ -7,9 +7,12 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -202,6 +205,35 @@ def end_read(session: Session) -> None:
     """
     if session.in_transaction() and session.get_bind().dialect.name == "sqlite":
         session.commit()
+
+
+@contextmanager
+def statements_commit_alone(connection: Connection) -> Iterator[bool]:
+    """On PostgreSQL, while the connection's transaction has sent nothing yet: each statement
+    run inside commits on its own (the driver's autocommit). Yields whether that is so;
+    elsewhere (SQLite, or a transaction already under way) it yields False and changes nothing.
+
+    For a request whose writes are all one statement: it then needs no BEGIN and no COMMIT,
+    two of a single report's five round trips. The connection stays in SQLAlchemy's
+    transaction, whose commit or rollback finds nothing to do. A connection whose autocommit
+    cannot be switched back off (it broke meanwhile) is invalidated, never pooled.
+    """
+    driver = connection.connection.driver_connection
+    if (
+        connection.dialect.name != "postgresql"
+        or not isinstance(driver, psycopg.Connection)
+        or driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    ):
+        yield False
+        return
+    driver.autocommit = True
+    try:
+        yield True
+    finally:
+        if driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            driver.autocommit = False
+        else:
+            connection.invalidate()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

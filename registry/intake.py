@@ -10,20 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, func, insert, null, select, update
+from sqlalchemy import CTE, Connection, Insert, Table, bindparam, func, insert, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import dsse, strictjson
 from crypto.errors import MalformedEnvelope, SignatureInvalid, StrictJSONError
-from registry import alerts, bulk, disputes, lifecycle, receipts
+from registry import alerts, authn, bulk, disputes, lifecycle, receipts
 from registry import payload as p
 from registry.clearing import Clearer, ClearReason
+from registry.db import statements_commit_alone
 from registry.errors import (
     Conflict,
     FieldError,
@@ -118,56 +119,89 @@ def _open_lookup(dialect: str) -> Prepared:
 
 
 _Shape = tuple[tuple[str, str, tuple[tuple[str, str | None], ...]], ...]
-_OPEN_WRITES: dict[_Shape, Prepared] = {}
+_OPEN_WRITES: dict[tuple[_Shape, bool], Prepared] = {}
+Guard = tuple[Insert, dict[str, Any]]
+"""An INSERT with RETURNING and its parameters: rows written with it are written only if it
+wrote its own row (:func:`registry.authn.member_nonce_guard`)."""
 
 
 def _writes_in_one_statement(
     parts: Sequence[tuple[str, Table, dict[str, Any]]],
+    guard: Guard | None = None,
+    same: Mapping[tuple[str, str], tuple[str, str]] | None = None,
 ) -> tuple[Prepared, dict[str, Any]]:
     """PostgreSQL: several rows of several tables in one INSERT (the others as data-modifying
     CTEs), so an open is one round trip instead of four. Each part is (name, table, row);
     a name prefixes its row's parameters. Foreign keys among the rows hold: PostgreSQL checks
-    them at the end of the statement, when every row is in.
+    them at the end of the statement, when every row is in. With a ``guard``, every row is
+    selected from the guard's RETURNING: written only if the guard wrote its row.
 
     NOTE: psycopg converts (and can prepare) a statement once only when it has at most 50
     parameters; above that it parses the SQL text again at every execution. So a None is
-    written as NULL, and one timestamp object given to several columns (the request's time)
-    is one parameter. Only timestamps are shared: every timestamp column has the same type.
+    written as NULL; a (part, column) in ``same`` takes the parameter of the (part, column)
+    it names, which holds the same value by construction (a new row's id as another row's
+    reference); and one timestamp object given to several columns (the request's time) is
+    one parameter (every timestamp column has the same type). What is shared follows from
+    the code, never from the data: the statement's text is the same for every open of one
+    shape, so that psycopg and PostgreSQL prepare it once.
     """
     values: dict[str, Any] = {}
     shared: dict[int, str] = {}
+    links = same or {}
     shape: list[tuple[str, str, tuple[tuple[str, str | None], ...]]] = []
     for name, table, row in parts:
         columns: list[tuple[str, str | None]] = []
         for column, value in row.items():
             param: str | None = None
-            if value is not None:
+            if (name, column) in links:
+                param = "_".join(links[name, column])
+                if values.get(param) != value:
+                    raise ValueError(f"{name}.{column} is not the value of the {param} it names")
+            elif value is not None:
                 param = f"{name}_{column}"
                 if isinstance(value, dt.datetime):
                     param = shared.setdefault(id(value), param)
                 values[param] = value
             columns.append((column, param))
         shape.append((name, table.name, tuple(columns)))
-    key = tuple(shape)
+    if guard is not None:
+        values.update(guard[1])
+    key = (tuple(shape), guard is not None)
     statement = _OPEN_WRITES.get(key)
     if statement is None:
+        source = None if guard is None else guard[0].cte("guard")
         built = [
-            insert(table).values(
-                {column: null() if param is None else bindparam(param) for column, param in cols}
-            )
+            _row_insert(table, cols, source)
             for (_, table, _), (_, _, cols) in zip(parts, shape, strict=True)
         ]
         *ctes, last = built
-        statement = _OPEN_WRITES[key] = Prepared(
-            last.add_cte(*(cte.cte(name) for cte, (name, _, _) in zip(ctes, shape, strict=False)))
-        )
+        named = [cte.cte(name) for cte, (name, _, _) in zip(ctes, shape, strict=False)]
+        if source is not None:
+            named.insert(0, source)
+        statement = _OPEN_WRITES[key] = Prepared(last.add_cte(*named))
     return statement, values
 
 
-_INSERT_KEYS = Prepared.rows_into(_DATA_KEYS)
-_INSERT_BORROWER = Prepared.rows_into(_BORROWERS)
-_INSERT_RECORD = Prepared.rows_into(_RECORDS)
-_INSERT_REPORT = Prepared.rows_into(_REPORTS)
+def _row_insert(
+    table: Table, columns: tuple[tuple[str, str | None], ...], source: CTE | None
+) -> Insert:
+    """One row's INSERT: its VALUES, or selected once from each row of ``source``."""
+    if source is None:
+        return insert(table).values(
+            {column: null() if param is None else bindparam(param) for column, param in columns}
+        )
+    return insert(table).from_select(
+        [column for column, _ in columns],
+        select(
+            *(
+                null() if param is None else bindparam(param, type_=table.c[column].type)
+                for column, param in columns
+            )
+        ).select_from(source),
+    )
+
+
+_INSERTS = {table: Prepared.rows_into(table) for table in _OPEN_TABLES}
 _SET_RECEIPT = (
     update(_REPORTS)
     .where(_REPORTS.c.id == bindparam("row_id"))
@@ -210,6 +244,40 @@ class Opening:
 class _Earlier:
     envelope_sha256: str
     receipt: bytes
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the look-up of an open found (:func:`_open_lookup`)."""
+
+    earlier: _Earlier | None
+    current: _Current | None
+    borrower_id: int | None
+    watched: bool
+    cleared_at: int | None
+    ids: list[Any]
+
+
+@dataclass(frozen=True)
+class _OpenRows:
+    """An open's rows in the order they are written: (name, table, row) each."""
+
+    parts: list[tuple[str, Table, dict[str, Any]]]
+    same: dict[tuple[str, str], tuple[str, str]]
+    """Columns whose value is another row's, by construction (see _writes_in_one_statement)."""
+    receipt: bytes
+
+
+_SAME_IN_EVERY_OPEN = {
+    ("report", "delinquency_id"): ("record", "id"),
+    ("report", "institution_id"): ("record", "institution_id"),
+    ("report", "sequence"): ("record", "sequence"),
+}
+_SAME_FOR_A_NEW_BORROWER = {
+    ("key1", "master_version"): ("key0", "master_version"),
+    ("borrower", "data_key_id"): ("key0", "id"),
+    ("record", "borrower_id"): ("borrower", "id"),
+}
 
 
 @dataclass(frozen=True)
@@ -334,6 +402,7 @@ class Intake:
             opened = self._open_unwatched(session, caller, report, opening, digest, now)
             if opened is not None:
                 return opened
+        authn.write_nonce(session)
         resent = _resent(self._report(session, caller, report_id), report_id, digest)
         if resent is not None:
             return resent
@@ -674,10 +743,87 @@ class Intake:
         objects (a new account raises no alert and answers no dispute). Returns None, having
         written nothing, when another member watches the borrower: the general path then
         raises their alerts. A resend gets its receipt here, as on the general path.
+
+        The request's nonce is written first, unless :meth:`_open_at_once` wrote it with the
+        report.
         """
-        account_index, borrower_index = opening.account_index, opening.borrower_index
         connection = session.connection()
+        nonce = authn.pending_member_nonce(session)
+        if nonce is not None:
+            with statements_commit_alone(connection) as alone:
+                opened = (
+                    self._open_at_once(connection, caller, report, opening, digest, now, nonce)
+                    if alone
+                    else None
+                )
+            if opened is not None:
+                authn.nonce_written_with(session, nonce)
+                return opened
+        authn.write_nonce(session)
+        found = self._look_up_open(connection, caller, report, opening)
+        resent = _resent(found.earlier, report.report_id, digest)
+        if resent is not None:
+            return resent
+        check_transition(report, found.current, found.cleared_at)
+        if found.watched:
+            return None
         dialect = connection.dialect.name
+        rows = self._open_rows(dialect, caller, report, opening, digest, now, found)
+        if dialect == "postgresql":
+            statement, values = _writes_in_one_statement(rows.parts, same=rows.same)
+            statement.execute(connection, values)
+            return IntakeResult(report.report_id, rows.receipt, created=True)
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for _, table, row in rows.parts:
+            by_table.setdefault(table, []).append(row)
+        for table, written in by_table.items():
+            _INSERTS[table].executemany(connection, written)
+        return IntakeResult(report.report_id, rows.receipt, created=True)
+
+    def _open_at_once(
+        self,
+        connection: Connection,
+        caller: Institution,
+        report: p.ReportPayload,
+        opening: Opening,
+        digest: str,
+        now: dt.datetime,
+        nonce: authn.ExpectedNonce,
+    ) -> IntakeResult | None:
+        """An open in two statements that each commit alone (:func:`statements_commit_alone`):
+        the look-up, then every row with the request's nonce. Three round trips fewer than
+        the nonce, look-up and writes in one transaction; nothing is lost by splitting them, as
+        the look-up takes no lock either way (a unique key settles a race).
+
+        Only a plain open does this: a new account, its borrower watched by no other member.
+        Anything else (a resend, a refusal, a watched borrower, a race lost, a nonce not
+        written because it is a replay or the key or member is no longer valid) returns None,
+        having written nothing: the usual path then writes the nonce first and answers.
+        """
+        found = self._look_up_open(connection, caller, report, opening)
+        if found.earlier is not None or found.watched:
+            return None
+        try:
+            check_transition(report, found.current, found.cleared_at)
+        except RegistryError:
+            return None
+        rows = self._open_rows("postgresql", caller, report, opening, digest, now, found)
+        statement, values = _writes_in_one_statement(
+            rows.parts, authn.member_nonce_guard(nonce), rows.same
+        )
+        try:
+            written = statement.execute(connection, values).rowcount
+        except IntegrityError:
+            return None
+        return IntakeResult(report.report_id, rows.receipt, created=True) if written == 1 else None
+
+    def _look_up_open(
+        self,
+        connection: Connection,
+        caller: Institution,
+        report: p.ReportPayload,
+        opening: Opening,
+    ) -> _Found:
         (
             earlier_digest,
             earlier_receipt,
@@ -689,36 +835,56 @@ class Intake:
             cleared_at,
             *ids,
         ) = (
-            _open_lookup(dialect)
+            _open_lookup(connection.dialect.name)
             .execute(
                 connection,
                 {
                     "report_id": report.report_id,
-                    "borrower_index": borrower_index,
+                    "borrower_index": opening.borrower_index,
                     "institution_id": caller.id,
-                    "account_index": account_index,
+                    "account_index": opening.account_index,
                 },
             )
             .one()
         )
-        earlier = None if earlier_digest is None else _Earlier(earlier_digest, earlier_receipt)
-        resent = _resent(earlier, report.report_id, digest)
-        if resent is not None:
-            return resent
-        current = None if sequence is None else _Current(sequence, status, first_delinquency_date)
-        check_transition(report, current, cleared_at)
-        if watched:
-            return None
-        new_borrower = borrower_id is None
-        key_ids, new_borrower_ids, [record_id], [log_index] = bulk.ids_from(dialect, ids, _OPEN_IDS)
+        return _Found(
+            None if earlier_digest is None else _Earlier(earlier_digest, earlier_receipt),
+            None if sequence is None else _Current(sequence, status, first_delinquency_date),
+            borrower_id,
+            bool(watched),
+            cleared_at,
+            ids,
+        )
+
+    def _open_rows(
+        self,
+        dialect: str,
+        caller: Institution,
+        report: p.ReportPayload,
+        opening: Opening,
+        digest: str,
+        now: dt.datetime,
+        found: _Found,
+    ) -> _OpenRows:
+        """The open's rows, numbered with the ids the look-up took, the receipt signed into
+        the report's row."""
+        new_borrower = found.borrower_id is None
+        key_ids, new_borrower_ids, [record_id], [log_index] = bulk.ids_from(
+            dialect, found.ids, _OPEN_IDS
+        )
         key_ids = key_ids if new_borrower else key_ids[-1:]
-        key_rows = []
-        borrower: dict[str, Any] = {}
+        borrower_id = new_borrower_ids[0] if new_borrower else found.borrower_id
+        parts: list[tuple[str, Table, dict[str, Any]]] = []
+        same = dict(_SAME_IN_EVERY_OPEN)
         if new_borrower:
-            borrower_id = new_borrower_ids[0]
-            key_rows.append({**opening.borrower_key, "id": key_ids[0]})
+            parts.append(("key0", _DATA_KEYS, {**opening.borrower_key, "id": key_ids[0]}))
+            same |= _SAME_FOR_A_NEW_BORROWER
+        record_key = f"key{len(parts)}"
+        parts.append((record_key, _DATA_KEYS, {**opening.record_key, "id": key_ids[-1]}))
+        same["record", "data_key_id"] = (record_key, "id")
+        if new_borrower:
             borrower = {**opening.borrower, "id": borrower_id, "data_key_id": key_ids[0]}
-        key_rows.append({**opening.record_key, "id": key_ids[-1]})
+            parts.append(("borrower", _BORROWERS, borrower))
         record = {
             **opening.record,
             "id": record_id,
@@ -729,20 +895,8 @@ class Intake:
         row["id"] = log_index
         row["envelope_ct"] = opening.envelope_ct
         row["receipt"] = receipt = self.sign_row(caller.code, row, log_index)
-        if dialect == "postgresql":
-            parts = [(f"key{i}", _DATA_KEYS, k) for i, k in enumerate(key_rows)]
-            if new_borrower:
-                parts.append(("borrower", _BORROWERS, borrower))
-            parts += [("record", _RECORDS, record), ("report", _REPORTS, row)]
-            statement, values = _writes_in_one_statement(parts)
-            statement.execute(connection, values)
-            return IntakeResult(report.report_id, receipt, created=True)
-        _INSERT_KEYS.executemany(connection, key_rows)
-        if new_borrower:
-            _INSERT_BORROWER.execute(connection, borrower)
-        _INSERT_RECORD.execute(connection, record)
-        _INSERT_REPORT.execute(connection, row)
-        return IntakeResult(report.report_id, receipt, created=True)
+        parts += [("record", _RECORDS, record), ("report", _REPORTS, row)]
+        return _OpenRows(parts, same, receipt)
 
     def _open(
         self,

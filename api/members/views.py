@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from api.errors import ProblemSchema, from_registry_error
 from api.members.schemas import EnvelopeSchema
 from api.observability import count_report
-from api.services import db, services
+from api.services import db, request_session, services
 from api.signing import caller, confirm_caller, prepares_before_writing, require_member
 from registry import receipts
 from registry.batch import (
@@ -87,14 +87,15 @@ class Reports(MethodView):
         who, raw, now = caller(), request.get_data(cache=True), svc.clock()
         try:
             try:
-                # Checked before the first db(): on SQLite, before taking the write lock.
+                # Checked before the first write: on SQLite, before taking the write lock.
                 checked = svc.intake.check(db, who.member, raw, now, known_keys=[who.signing_key])
             except RegistryError:
                 # api.errors would answer a revoked key 401 too; confirmed here, the refusal is
                 # also counted as what is answered (key_revoked), not as the envelope's fault.
                 confirm_caller()
                 raise
-            result = svc.intake.submit(db(), who.member, raw, now, checked=checked)
+            # Not db(): intake writes the nonce itself, on PostgreSQL with the report's rows.
+            result = svc.intake.submit(request_session(), who.member, raw, now, checked=checked)
         except RegistryError as exc:
             count_report(accepted=False, reason=exc.code)
             raise

@@ -170,7 +170,7 @@ def test_a_known_key_needs_no_key_look_up(app: Flask, client: FlaskClient, bank:
         event.remove(engine, "before_cursor_execute", seen)
     reads_of_keys = [s for s in statements if "FROM member_keys" in s and "INSERT" not in s]
     assert reads_of_keys == []
-    assert any(s.startswith("INSERT INTO request_nonces") for s in statements)
+    assert any("INSERT INTO request_nonces" in s for s in statements)
 
 
 def test_a_known_keys_detached_member_serves_every_kind_of_report(

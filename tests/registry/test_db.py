@@ -6,10 +6,16 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, insert, inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, create_engine, insert, inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from registry.db import current_revision, head_revision, make_engine, require_head
+from registry.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    require_head,
+    statements_commit_alone,
+)
 from registry.errors import SchemaNotAtHead
 from registry.models import Base
 from registry.settings import Settings
@@ -62,3 +68,69 @@ def test_a_failed_statement_never_shows_its_parameters(engine: Engine) -> None:
     shown = str(raised.value)
     assert "hidden due to hide_parameters" in shown
     assert "blind-index" not in shown and "ciphertext" not in shown and "rrrr" not in shown
+
+
+def nonces_seen_elsewhere(engine: Engine) -> int:
+    with engine.connect() as other:
+        return int(other.execute(text("SELECT count(*) FROM request_nonces")).scalar_one())
+
+
+def insert_nonce(conn: Connection, nonce: str) -> None:
+    conn.execute(
+        text("INSERT INTO request_nonces (keyid, nonce, expires_at) VALUES ('k', :n, :at)"),
+        {"n": nonce, "at": dt.datetime(2026, 11, 24, tzinfo=dt.UTC)},
+    )
+
+
+@pytest.mark.postgresql_only
+def test_statements_commit_alone_on_postgresql_until_the_transaction_has_begun(
+    engine: Engine,
+) -> None:
+    with engine.connect() as conn:
+        conn.begin()
+        with statements_commit_alone(conn) as alone:
+            assert alone
+            insert_nonce(conn, "committed-by-itself")
+            assert nonces_seen_elsewhere(engine) == 1  # before the transaction ends
+        conn.rollback()  # nothing to undo: it was committed alone
+        assert nonces_seen_elsewhere(engine) == 1
+        conn.begin()
+        insert_nonce(conn, "in-the-transaction")
+        with statements_commit_alone(conn) as alone:
+            assert not alone  # the transaction has begun: it goes on as it is
+            insert_nonce(conn, "also-in-the-transaction")
+        assert nonces_seen_elsewhere(engine) == 1
+        conn.rollback()
+    assert nonces_seen_elsewhere(engine) == 1
+    with engine.connect() as conn:  # the pooled connection is back in transactions
+        conn.begin()
+        insert_nonce(conn, "rolled-back")
+        conn.rollback()
+    assert nonces_seen_elsewhere(engine) == 1
+
+
+@pytest.mark.sqlite_only
+def test_statements_never_commit_alone_on_sqlite(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.begin()
+        with statements_commit_alone(conn) as alone:
+            assert not alone
+            insert_nonce(conn, "in-the-transaction")
+        conn.rollback()
+    assert nonces_seen_elsewhere(engine) == 0
+
+
+@pytest.mark.postgresql_only
+def test_a_connection_lost_while_statements_commit_alone_is_never_pooled(
+    engine: Engine,
+) -> None:
+    with engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(OperationalError), statements_commit_alone(conn):
+            conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        assert conn.invalidated
+    with engine.connect() as conn:  # a new connection, in transactions again
+        conn.begin()
+        insert_nonce(conn, "rolled-back")
+        conn.rollback()
+    assert nonces_seen_elsewhere(engine) == 0
