@@ -348,6 +348,9 @@ class Intake:
     ) -> IntakeResult:
         """Accept ``raw`` (a DSSE envelope) and commit, or raise and leave nothing behind.
 
+        A request nonce authentication left to write (``registry.authn``) is written here, by
+        the report's first write; on PostgreSQL a plain open writes it with the report's rows.
+
         ``known_keys`` are keys already read in this transaction (the key that signed the
         request): an envelope signed by one of them needs no look-up of its own. ``checked``
         is what :meth:`check` made of ``raw``, when the caller checked it before writing.

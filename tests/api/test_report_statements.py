@@ -205,3 +205,20 @@ def test_a_parameter_named_for_another_rows_value_must_hold_that_value() -> None
         same={("key1", "id"): ("key0", "id")},
     )
     assert values == {"key0_id": 7}
+
+
+def test_a_report_that_draws_the_purge_also_forgets_expired_nonces(
+    client: FlaskClient, bank: Member, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request in a hundred purges the nonces whose replay window has passed, whichever
+    way its nonce was written (on PostgreSQL a plain open writes it with the report)."""
+    assert open_report(client, bank, "WARM-0001", 9).status_code == 201  # the key is known
+    long_ago = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    session.add(RequestNonce(keyid=bank.keyid, nonce="expired-long-ago-0001", expires_at=long_ago))
+    session.commit()
+    monkeypatch.setattr(authn, "purge_due", lambda: True)
+    assert open_report(client, bank, "ACCT-0001", 1).status_code == 201
+    session.rollback()
+    kept = set(session.scalars(select(RequestNonce.nonce)))
+    assert "expired-long-ago-0001" not in kept
+    assert len(kept) == 2
