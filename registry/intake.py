@@ -201,7 +201,6 @@ def _row_insert(
     )
 
 
-_INSERTS = {table: Prepared.rows_into(table) for table in _OPEN_TABLES}
 _SET_RECEIPT = (
     update(_REPORTS)
     .where(_REPORTS.c.id == bindparam("row_id"))
@@ -780,7 +779,7 @@ class Intake:
         for _, table, row in rows.parts:
             by_table.setdefault(table, []).append(row)
         for table, written in by_table.items():
-            _INSERTS[table].executemany(connection, written)
+            bulk.write_rows(connection, table, written)
         return IntakeResult(report.report_id, rows.receipt, created=True)
 
     def _open_at_once(
